@@ -1,0 +1,187 @@
+"""The ECG preprocessing recipe, shared by training and the bedside (one implementation).
+
+The default recipe is the CroMoTEX paper's: polyphase resampling to 100 Hz, baseline wander removed
+by subtracting two cascaded median filters (0.2 s then 0.6 s), each lead min-max scaled to [-1, 1],
+10 s windows of 1000 samples. Steps are small functions that take the sampling rate explicitly.
+
+The pipeline is split at the point where the signal is still in millivolts
+(:func:`condition`), because training augments in mV before scaling (3KG); the bedside runs
+:func:`preprocess_window`, which is exactly ``scale_minmax(condition(...))``.
+
+Gaps: a window holding NaN samples raises :class:`GapError` naming each NaN run. It is never
+zero-filled: a flat line reads as asystole. Training skips and counts such records; the bedside
+raises a technical condition instead of scoring the window.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+from scipy.ndimage import median_filter
+from scipy.signal import resample_poly
+
+from bedside.errors import GapError
+from bedside.leads import CANONICAL_LEADS
+
+RECIPE_NAME = "cromotex-v1"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Parameters of the preprocessing; stored in every cache manifest and model bundle."""
+
+    name: str = RECIPE_NAME
+    leads: tuple[str, ...] = CANONICAL_LEADS
+    fs_hz: float = 100.0
+    window_s: float = 10.0
+    baseline_filters_s: tuple[float, ...] = (0.2, 0.6)
+    median_mode: str = "nearest"  # edge handling of the median filters (scipy.ndimage)
+    resampler: str = "polyphase"  # scipy.signal.resample_poly, Kaiser window (scipy default)
+    scaling: str = "minmax"  # per lead, to [-1, 1]; a flat lead maps to 0
+    nan_policy: str = "reject"  # a window with any NaN is refused, never zero-filled
+    units: str = "mV"
+
+    @property
+    def window_samples(self) -> int:
+        """Samples per model window at ``fs_hz`` (1000 for the default recipe)."""
+        return int(round(self.window_s * self.fs_hz))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["leads"] = list(self.leads)
+        d["baseline_filters_s"] = list(self.baseline_filters_s)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Recipe":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown preprocessing recipe fields {sorted(unknown)}; known: {sorted(known)}")
+        d = dict(d)
+        if "leads" in d:
+            d["leads"] = tuple(d["leads"])
+        if "baseline_filters_s" in d:
+            d["baseline_filters_s"] = tuple(float(v) for v in d["baseline_filters_s"])
+        recipe = cls(**d)
+        recipe.validate()
+        return recipe
+
+    def validate(self) -> None:
+        """Raise ValueError naming the field when a value is one this code cannot apply."""
+        if self.name != RECIPE_NAME:
+            raise ValueError(f"preprocessing recipe {self.name!r} is not implemented here (only {RECIPE_NAME!r})")
+        if self.scaling != "minmax":
+            raise ValueError(f"recipe scaling {self.scaling!r} unknown; choices: ['minmax']")
+        if self.nan_policy != "reject":
+            raise ValueError(f"recipe nan_policy {self.nan_policy!r} unknown; choices: ['reject']")
+        if self.resampler != "polyphase":
+            raise ValueError(f"recipe resampler {self.resampler!r} unknown; choices: ['polyphase']")
+        if self.fs_hz <= 0 or self.window_s <= 0:
+            raise ValueError(f"recipe fs_hz={self.fs_hz} and window_s={self.window_s} must be positive")
+
+
+DEFAULT_RECIPE = Recipe()
+
+
+def find_gaps(x: np.ndarray) -> list[tuple[int, int, int]]:
+    """NaN runs of a [leads, n] array as (lead index, first sample, length in samples)."""
+    gaps: list[tuple[int, int, int]] = []
+    nan = np.isnan(x)
+    if not nan.any():
+        return gaps
+    for lead in np.flatnonzero(nan.any(axis=1)):
+        edges = np.diff(np.concatenate(([0], nan[lead].astype(np.int8), [0])))
+        starts = np.flatnonzero(edges == 1)
+        stops = np.flatnonzero(edges == -1)
+        gaps.extend((int(lead), int(a), int(b - a)) for a, b in zip(starts, stops))
+    return gaps
+
+
+def check_no_gaps(x: np.ndarray, fs_hz: float) -> None:
+    """Raise GapError describing each NaN run (times in s) when ``x`` holds any NaN."""
+    gaps = find_gaps(x)
+    if gaps:
+        shown = "; ".join(f"lead {lead} at {start / fs_hz:.3f} s for {n / fs_hz:.3f} s" for lead, start, n in gaps[:5])
+        more = f" (+{len(gaps) - 5} more)" if len(gaps) > 5 else ""
+        raise GapError(f"{len(gaps)} gap(s) in the window: {shown}{more}", gaps)
+
+
+def resample_ratio(fs_in_hz: float, fs_out_hz: float) -> tuple[int, int]:
+    """(up, down) of the polyphase resampler, exact for rational rates, else within 1e-6."""
+    ratio = Fraction(fs_out_hz / fs_in_hz).limit_denominator(100000)
+    return ratio.numerator, ratio.denominator
+
+
+def input_samples_for_window(fs_in_hz: float, recipe: Recipe = DEFAULT_RECIPE) -> int:
+    """Samples at ``fs_in_hz`` needed to produce one model window of ``recipe.window_samples``."""
+    up, down = resample_ratio(fs_in_hz, recipe.fs_hz)
+    return int(math.ceil(recipe.window_samples * down / up))
+
+
+def resample(x: np.ndarray, fs_in_hz: float, fs_out_hz: float) -> np.ndarray:
+    """Polyphase resampling along the last axis (anti-aliasing Kaiser FIR, scipy's default)."""
+    up, down = resample_ratio(fs_in_hz, fs_out_hz)
+    if up == down:
+        return np.asarray(x, dtype=np.float32)
+    return resample_poly(x, up, down, axis=-1).astype(np.float32)
+
+
+def median_kernel(duration_s: float, fs_hz: float) -> int:
+    """Odd median-filter length in samples for a duration (0.2 s at 100 Hz gives 21)."""
+    return int(round(duration_s * fs_hz)) | 1
+
+
+def remove_baseline(x: np.ndarray, fs_hz: float, filters_s: tuple[float, ...] = (0.2, 0.6),
+                    mode: str = "nearest") -> np.ndarray:
+    """Subtract the baseline estimated by cascaded median filters (durations in s) per lead."""
+    baseline = x
+    for duration_s in filters_s:
+        baseline = median_filter(baseline, size=(1, median_kernel(duration_s, fs_hz)), mode=mode)
+    return (x - baseline).astype(np.float32)
+
+
+def scale_minmax(x: np.ndarray) -> np.ndarray:
+    """Scale each lead (last axis) to [-1, 1]; a flat lead maps to 0. Works on [..., leads, n]."""
+    lo = x.min(axis=-1, keepdims=True)
+    hi = x.max(axis=-1, keepdims=True)
+    span = hi - lo
+    safe = np.where(span > 0, span, 1.0)
+    out = np.where(span > 0, 2.0 * (x - lo) / safe - 1.0, 0.0)
+    return out.astype(np.float32)
+
+
+def condition(x_mv: np.ndarray, fs_hz: float, recipe: Recipe = DEFAULT_RECIPE) -> np.ndarray:
+    """A [12, n] window in mV at ``fs_hz`` to [12, window_samples] mV at the recipe's rate.
+
+    Refuses a window with a gap (GapError) and one shorter than the recipe's window (ValueError).
+    Samples beyond what one window needs are ignored (the window is its first 10 s).
+    """
+    x_mv = np.asarray(x_mv, dtype=np.float32)
+    if x_mv.ndim != 2 or x_mv.shape[0] != len(recipe.leads):
+        raise ValueError(f"expected a [{len(recipe.leads)}, n] array in {recipe.units}, got shape {x_mv.shape}")
+    need = input_samples_for_window(fs_hz, recipe)
+    if x_mv.shape[1] < need:
+        raise ValueError(f"window has {x_mv.shape[1]} samples at {fs_hz:g} Hz; one {recipe.window_s:g} s window needs {need}")
+    x_mv = x_mv[:, :need]
+    check_no_gaps(x_mv, fs_hz)
+    y = resample(x_mv, fs_hz, recipe.fs_hz)[:, : recipe.window_samples]
+    return remove_baseline(y, recipe.fs_hz, recipe.baseline_filters_s, recipe.median_mode)
+
+
+def preprocess_window(x_mv: np.ndarray, fs_hz: float, recipe: Recipe = DEFAULT_RECIPE) -> np.ndarray:
+    """The full recipe: raw [12, n] mV at ``fs_hz`` to the model input [12, 1000] in [-1, 1]."""
+    return scale_minmax(condition(x_mv, fs_hz, recipe))
+
+
+def window_starts(n_samples: int, fs_hz: float, hop_s: float, recipe: Recipe = DEFAULT_RECIPE) -> list[int]:
+    """First sample (at ``fs_hz``) of each full model window every ``hop_s`` over ``n_samples``."""
+    if hop_s <= 0:
+        raise ValueError(f"hop_s={hop_s} must be positive")
+    win = input_samples_for_window(fs_hz, recipe)
+    hop = max(1, int(round(hop_s * fs_hz)))
+    return list(range(0, n_samples - win + 1, hop)) if n_samples >= win else []

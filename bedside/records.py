@@ -1,0 +1,178 @@
+"""Reading WFDB records (via ``wfdb``) as the canonical 12 leads in millivolts.
+
+:func:`open_record` reads only the header and decides whether the record can feed the model: which
+channel holds which canonical lead, which leads must be derived, the sampling rate and the unit
+scale. :meth:`EcgRecord.read` then reads any sample range, so a 24-hour record is never loaded
+whole. Single- and multi-segment records, any signal format wfdb reads, multi-frequency records
+(an ECG channel with several samples per frame) and any sampling rate are accepted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import wfdb
+
+from bedside.errors import RecordError
+from bedside.leads import CANONICAL_LEADS, DERIVED_LEADS, canonical_name, derive_limb_leads, missing_leads
+from bedside.preprocess import DEFAULT_RECIPE, Recipe, input_samples_for_window
+
+#: Physical units accepted as voltage, with the factor to millivolts (matched case-insensitively).
+VOLTAGE_TO_MV: dict[str, float] = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "nv": 1e-6, "v": 1e3}
+
+
+def record_base(path: str | os.PathLike[str]) -> str:
+    """A record path without a ``.hea``/``.dat`` extension, as wfdb expects it."""
+    p = str(path)
+    for ext in (".hea", ".dat", ".mat", ".atr"):
+        if p.endswith(ext):
+            return p[: -len(ext)]
+    return p
+
+
+@dataclass(frozen=True)
+class EcgRecord:
+    """A WFDB record that can feed the model; read its samples with :meth:`read`."""
+
+    path: str  # record path without extension
+    fs_hz: float  # sampling rate of the ECG leads (frame rate x samples per frame)
+    n_samples: int  # length of the ECG leads, in samples at fs_hz
+    channel_of: dict[str, int]  # canonical lead -> channel index in the record
+    to_mv: dict[str, float]  # canonical lead -> factor from the header unit to mV
+    derived: tuple[str, ...]  # canonical leads computed from I and II
+    source_names: tuple[str, ...]  # every signal name as the header spells it
+    samples_per_frame: int  # of the ECG channels (1 for single-frequency records)
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_samples / self.fs_hz
+
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Samples [start, stop) of the 12 canonical leads, [12, n] float32 in mV; NaN marks gaps."""
+        stop = self.n_samples if stop is None else min(stop, self.n_samples)
+        if not 0 <= start < stop:
+            raise RecordError(f"{self.path}: sample range [{start}, {stop}) is empty or outside 0..{self.n_samples}")
+        spf = self.samples_per_frame
+        f0, f1 = start // spf, -(-stop // spf)
+        channels = sorted(set(self.channel_of.values()))
+        try:
+            rec = wfdb.rdrecord(self.path, sampfrom=f0, sampto=f1, channels=channels,
+                                smooth_frames=spf == 1, return_res=32)
+        except Exception as exc:  # wfdb raises many types for damaged files
+            raise RecordError(f"{self.path}: cannot read samples {start}..{stop}: {exc}. "
+                              "Check that the signal files are complete and match the header.") from exc
+        if spf == 1:
+            columns = [rec.p_signal[:, k] for k in range(len(channels))]
+        else:
+            columns = list(rec.e_p_signal)
+        offset = start - f0 * spf
+        by_channel = {ch: np.asarray(col, dtype=np.float32)[offset: offset + (stop - start)]
+                      for ch, col in zip(channels, columns)}
+        leads = {name: by_channel[ch] * np.float32(self.to_mv[name]) for name, ch in self.channel_of.items()}
+        if self.derived:
+            computed = derive_limb_leads(leads["I"], leads["II"])
+            for name in self.derived:
+                leads[name] = computed[name]
+        return np.stack([leads[name] for name in CANONICAL_LEADS]).astype(np.float32, copy=False)
+
+    def chunks(self, chunk_samples: int, overlap: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+        """(first sample, [12, n] mV) chunks covering the record; memory bounded by ``chunk_samples``."""
+        if chunk_samples <= overlap:
+            raise ValueError(f"chunk_samples={chunk_samples} must exceed overlap={overlap}")
+        start = 0
+        while start < self.n_samples:
+            stop = min(start + chunk_samples, self.n_samples)
+            yield start, self.read(start, stop)
+            if stop == self.n_samples:
+                break
+            start = stop - overlap
+
+
+def _header(path: str):
+    hea = Path(path + ".hea")
+    if not hea.is_file():
+        raise RecordError(f"{hea}: no such WFDB header. Give the record path without extension "
+                          "(for example data/s0010_re for data/s0010_re.hea).")
+    try:
+        return wfdb.rdheader(path, rd_segments=True)
+    except Exception as exc:
+        raise RecordError(f"{hea}: not a readable WFDB header: {exc}") from exc
+
+
+def _signal_layout(header) -> tuple[list[str], list[str], list[int]]:
+    """(names, units, samples per frame) of a single- or multi-segment header."""
+    names = list(header.sig_name or [])
+    if isinstance(header, wfdb.MultiRecord):
+        units_of: dict[str, str] = {}
+        spf_of: dict[str, int] = {}
+        for seg in header.segments or []:  # the layout segment (variable layout) comes first
+            if seg is None:
+                continue
+            for n, u, k in zip(seg.sig_name or [], seg.units or [], seg.samps_per_frame or []):
+                units_of.setdefault(n, u or "mV")
+                spf_of.setdefault(n, int(k or 1))
+        return names, [units_of.get(n, "mV") for n in names], [spf_of.get(n, 1) for n in names]
+    units = [u or "mV" for u in (header.units or ["mV"] * len(names))]
+    spf = [int(k or 1) for k in (header.samps_per_frame or [1] * len(names))]
+    return names, units, spf
+
+
+def open_record(path: str | os.PathLike[str], recipe: Recipe = DEFAULT_RECIPE,
+                require_window: bool = True) -> EcgRecord:
+    """Open a WFDB record for the model's leads, or refuse it with a message saying why.
+
+    Refused: a record missing any of the model's leads (the message names the missing leads and
+    those found), ECG leads not in voltage units, leads at different sampling rates, and (with
+    ``require_window``) a record shorter than one model window.
+    """
+    base = record_base(path)
+    header = _header(base)
+    names, units, spf = _signal_layout(header)
+    channel_of: dict[str, int] = {}
+    for ch, name in enumerate(names):
+        canon = canonical_name(name or "")
+        if canon is not None and canon not in channel_of:
+            channel_of[canon] = ch
+    problems: list[str] = []
+    missing = [lead for lead in recipe.leads if lead in missing_leads(list(channel_of))]
+    if missing:
+        found = ", ".join(repr(n) for n in names) or "none"
+        problems.append(
+            f"the model needs leads {', '.join(recipe.leads)}; missing {', '.join(missing)}. "
+            f"Leads found: {found}. Lead names are matched case-insensitively to I, II, III, aVR, aVL, "
+            "aVF, V1-V6; III, aVR, aVL, aVF are derived when I and II are present. Modified or unnamed "
+            "leads (MLII, 'ECG 1') are not standard leads and are never guessed")
+    to_mv: dict[str, float] = {}
+    for lead, ch in channel_of.items():
+        unit = (units[ch] or "mV").strip()
+        factor = VOLTAGE_TO_MV.get(unit.lower())
+        if factor is None:
+            problems.append(f"lead {names[ch]!r} is in {unit!r}, not a voltage unit "
+                            f"({', '.join(sorted(VOLTAGE_TO_MV))})")
+        to_mv[lead] = factor or 1.0
+    lead_spf = sorted({spf[ch] for ch in channel_of.values()}) or [1]
+    if len(lead_spf) != 1:
+        problems.append(f"the ECG leads are sampled at different rates (samples per frame {lead_spf}); "
+                        "resample them to one rate first")
+    k = lead_spf[0]
+    fs_hz = float(header.fs) * k
+    n_samples = int(header.sig_len or 0) * k
+    need = input_samples_for_window(fs_hz, recipe)
+    if require_window and n_samples < need:
+        problems.append(f"it is {n_samples / fs_hz:.2f} s long ({n_samples} samples at {fs_hz:g} Hz); the model "
+                        f"needs at least one {recipe.window_s:g} s window ({need} samples)")
+    if problems:
+        raise RecordError(f"{base}: cannot be used: " + "; and ".join(problems) + ".")
+    derived = tuple(lead for lead in DERIVED_LEADS if lead not in channel_of)
+    return EcgRecord(path=base, fs_hz=fs_hz, n_samples=n_samples, channel_of=channel_of, to_mv=to_mv,
+                     derived=derived, source_names=tuple(names), samples_per_frame=k)
+
+
+def read_record(path: str | os.PathLike[str], recipe: Recipe = DEFAULT_RECIPE) -> tuple[np.ndarray, float]:
+    """A whole record as ([12, n] float32 mV, fs in Hz); for short records (use chunks otherwise)."""
+    record = open_record(path, recipe)
+    return record.read(), record.fs_hz

@@ -1,0 +1,61 @@
+"""Test helper: a real, small model bundle built from a hand-made ONNX graph (no torch needed)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from bedside.bundle import encode_array
+from bedside.leads import CANONICAL_LEADS
+from bedside.preprocess import DEFAULT_RECIPE
+
+LABELS = ["edema", "pleural_effusion", "cardiomegaly"]
+
+
+def linear_model(weights: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
+    """sigmoid(flatten(x) @ W + b): input [batch, 12, 1000], output [batch, K] probabilities."""
+    k = weights.shape[1]
+    x = helper.make_tensor_value_info("ecg", TensorProto.FLOAT, ["batch", 12, 1000])
+    y = helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", k])
+    nodes = [
+        helper.make_node("Flatten", ["ecg"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "W", "b"], ["logits"]),
+        helper.make_node("Sigmoid", ["logits"], ["probs"]),
+    ]
+    inits = [numpy_helper.from_array(weights.astype(np.float32), "W"),
+             numpy_helper.from_array(bias.astype(np.float32), "b")]
+    graph = helper.make_graph(nodes, "linear", [x], [y], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def make_bundle(out: Path, seed: int = 0, thresholds: dict[str, float] | None = None,
+                scale: float = 1e-3) -> Path:
+    """Write a verified-format bundle of a random linear model to ``out``."""
+    from export.bundle_writer import write_bundle
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(seed)
+    model = linear_model(rng.normal(0, scale, (12 * 1000, len(LABELS))), np.zeros(len(LABELS)))
+    golden = rng.uniform(-1, 1, (2, 12, 1000)).astype(np.float32)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = sess.run(None, {"ecg": golden})[0]
+    meta = {
+        "format": "cromotex-bundle", "format_version": 1, "model_name": "test-linear", "model_version": "0",
+        "created_utc": datetime.now(timezone.utc).isoformat(), "labels": LABELS,
+        "leads": list(CANONICAL_LEADS), "fs_hz": DEFAULT_RECIPE.fs_hz, "window_s": DEFAULT_RECIPE.window_s,
+        "hop_s": 5.0, "recipe": DEFAULT_RECIPE.to_dict(),
+        "input": {"name": "ecg", "shape": ["batch", 12, 1000], "dtype": "float32"},
+        "output": {"name": "probs", "kind": "probability"},
+        "thresholds": thresholds or {label: 0.5 for label in LABELS},
+        "calibration": {"method": "identity"},
+        "golden": {"input_b64": encode_array(golden), "input_shape": list(golden.shape),
+                   "expected": expected.tolist(), "atol": 1e-5},
+        "variant": "fp32", "cohort_manifest_sha256": None, "config_sha256": None, "test_metrics": {},
+        "exporter_version": "test",
+    }
+    write_bundle(model, meta, out)
+    return out
