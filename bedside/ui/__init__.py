@@ -1,0 +1,1 @@
+"""The bedside terminal app (Textual); see ``bedside.ui.app`` for the API."""

@@ -1,0 +1,40 @@
+"""How an alarm is written on screen: marker, name, state with AUDIO PAUSED time left, clock time.
+
+One place for these words, shared by the banner, the alarm list and the history.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, tzinfo
+
+from bedside.events import AlarmChange, AlarmState
+
+#: Display names of the engine's alarm identifiers (others are shown as written).
+ALARM_NAMES = {
+    "edema": "EDEMA", "pleural_effusion": "PLEURAL EFFUSION", "cardiomegaly": "CARDIOMEGALY",
+    "hr_high": "HR HIGH", "hr_low": "HR LOW", "lead_off": "LEAD OFF", "poor_signal": "POOR SIGNAL", "signal_gap": "SIGNAL GAP",
+    "device_disconnected": "DEVICE DISCONNECTED", "no_data": "NO DATA", "inference_stale": "INFERENCE STALE",
+    "inference_failed": "INFERENCE FAILED", "bundle_refused": "MODEL REFUSED", "storage_failing": "STORAGE FAILING",
+    "engine_failed": "ENGINE STOPPED", "command_failed": "COMMAND FAILED",
+}
+
+
+def alarm_name(alarm: str) -> str:
+    return ALARM_NAMES.get(alarm, alarm.replace("_", " ").upper())
+
+
+def mmss(seconds: float) -> str:
+    s = max(0, int(round(seconds)))
+    return f"{s // 60}:{s % 60:02d}"
+
+
+def state_text(change: AlarmChange, paused_left_s: float | None) -> str:
+    """The IEC 60601-1-8 state as shown: ACTIVE, AUDIO PAUSED m:ss, ACKNOWLEDGED, LATCHED, CLEARED."""
+    if change.state is AlarmState.AUDIO_PAUSED:
+        return "AUDIO PAUSED" if paused_left_s is None else f"AUDIO PAUSED {mmss(paused_left_s)}"
+    return change.state.value.upper()
+
+
+def clock(wall_time: float, tz: tzinfo | None) -> str:
+    """Wall-clock HH:MM:SS of a UNIX time in ``tz`` (None: the machine's local time zone)."""
+    return datetime.fromtimestamp(wall_time, tz).strftime("%H:%M:%S")
