@@ -1,0 +1,5 @@
+"""``python -m devices`` runs the ``devices`` command."""
+
+from devices.cli import main
+
+main()
