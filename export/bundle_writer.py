@@ -29,19 +29,25 @@ def bundle_bytes(model: onnx.ModelProto, metadata: dict[str, Any]) -> bytes:
     return seal_bundle_bytes(model.SerializeToString())
 
 
-def write_bundle(model: onnx.ModelProto, metadata: dict[str, Any], out: str | Path) -> str:
-    """Write the bundle to ``out`` through a temporary file and a rename; returns its sha256."""
-    data = bundle_bytes(model, metadata)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Write ``data`` through a temporary file in the same folder and a rename; mode 0644."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; the bedside service user must read bundles
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, out)
+        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_bundle(model: onnx.ModelProto, metadata: dict[str, Any], out: str | Path) -> str:
+    """Write the bundle to ``out`` atomically (:func:`atomic_write`); returns its sha256."""
+    data = bundle_bytes(model, metadata)
+    atomic_write(out, data)
     return bundle_digest(data)

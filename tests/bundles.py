@@ -33,13 +33,15 @@ def linear_model(weights: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
 
 
 def make_bundle(out: Path, seed: int = 0, thresholds: dict[str, float] | None = None,
-                scale: float = 1e-3) -> Path:
-    """Write a verified-format bundle of a random linear model to ``out``."""
+                scale: float = 1e-3, weights: np.ndarray | None = None, bias: np.ndarray | None = None) -> Path:
+    """Write a verified-format bundle of a linear model to ``out`` (random weights unless given)."""
     from export.bundle_writer import write_bundle
     import onnxruntime as ort
 
     rng = np.random.default_rng(seed)
-    model = linear_model(rng.normal(0, scale, (12 * 1000, len(LABELS))), np.zeros(len(LABELS)))
+    if weights is None:
+        weights = rng.normal(0, scale, (12 * 1000, len(LABELS)))
+    model = linear_model(weights, np.zeros(len(LABELS)) if bias is None else bias)
     golden = rng.uniform(-1, 1, (2, 12, 1000)).astype(np.float32)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     expected = sess.run(None, {"ecg": golden})[0]

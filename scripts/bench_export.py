@@ -1,0 +1,216 @@
+"""Benchmark of the exported ECG model on the CPU: PyTorch eager vs onnxruntime FP32 vs INT8.
+
+For the paper-sized encoder (``EcgEncoderConfig()`` defaults, about 5.5 M parameters; weights are
+random, which changes accuracy but not speed): per-window latency at batch 1 and throughput at
+batch 64, every configuration measured side by side in interleaved rounds in one run (the machine
+is shared, so only ratios measured together are meaningful), plus model file sizes. Goals on the
+2-core x86 CPU: onnxruntime FP32 >= 1.3x eager, INT8 >= 2.5x eager (batch-1 latency).
+
+On a CUDA machine it also times the CUDA and TensorRT (FP16) providers at batch 1 and the engine
+build; elsewhere it says why that part is skipped.
+
+    .venv/bin/python scripts/bench_export.py [--rounds 5] [--reps 20] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from export.onnx_export import export_onnx
+from export.quantize import QuantOptions, convert_fp16, quantize_int8
+from trainer.ecg_model import EcgClassifier, EcgEncoderConfig, HeadConfig, ProbabilityModel
+
+THREADS = 2
+GOAL_FP32, GOAL_INT8 = 1.3, 2.5
+#: INT8 settings compared (onnxruntime quantize_static options)
+INT8_OPTIONS: dict[str, QuantOptions] = {
+    "int8 QOperator": QuantOptions(quant_format="QOperator"),
+    "int8 QOperator per-channel": QuantOptions(quant_format="QOperator", per_channel=True),
+    "int8 QDQ": QuantOptions(quant_format="QDQ"),
+}
+
+
+def session(model: onnx.ModelProto, level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+            threads: int | None = None, providers: list | None = None) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = level
+    so.intra_op_num_threads = threads or torch.get_num_threads()  # the same count as torch
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), so, providers=providers or ["CPUExecutionProvider"])
+
+
+def ort_fn(sess: ort.InferenceSession) -> Callable[[np.ndarray], object]:
+    return lambda x: sess.run(None, {"ecg": x})
+
+
+def eager_fn(model: torch.nn.Module) -> Callable[[np.ndarray], object]:
+    def run(x: np.ndarray):
+        with torch.inference_mode():
+            return model(torch.from_numpy(x))
+    return run
+
+
+def interleaved(fns: dict[str, Callable[[np.ndarray], object]], x: np.ndarray, rounds: int, reps: int,
+                advance: Callable[[], None]) -> dict[str, list[float]]:
+    """Seconds per call of each function, rounds interleaved so contention hits all alike."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():  # warm-up
+        for _ in range(3):
+            fn(x)
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                fn(x)
+                times[name].append(time.perf_counter() - t0)
+            advance()
+    return times
+
+
+def size_mb(model: onnx.ModelProto) -> float:
+    return len(model.SerializeToString()) / 1e6
+
+
+def gpu_part(fp32: onnx.ModelProto, x1: np.ndarray) -> list[str]:
+    """CUDA / TensorRT latency at batch 1 and the engine build, where a GPU is present."""
+    avail = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in avail:
+        return [f"GPU part skipped: this onnxruntime build has no CUDA provider ({', '.join(avail)}); "
+                "the CUDA/TensorRT numbers are owed from a CUDA machine"]
+    lines = []
+    for name, providers in [("CUDA FP32", [("CUDAExecutionProvider", {}), "CPUExecutionProvider"]),
+                            ("TensorRT FP16", [("TensorrtExecutionProvider", {"trt_fp16_enable": True}),
+                                               "CUDAExecutionProvider", "CPUExecutionProvider"])]:
+        if providers[0][0] not in avail:
+            lines.append(f"{name}: provider not in this build")
+            continue
+        t0 = time.perf_counter()
+        try:
+            s = session(fp32, providers=providers)
+            s.run(None, {"ecg": x1})  # TensorRT builds its engine on the first run
+        except Exception as exc:  # report, do not hide
+            lines.append(f"{name}: failed to start: {exc}")
+            continue
+        build = time.perf_counter() - t0
+        ts = []
+        for _ in range(200):
+            t = time.perf_counter()
+            s.run(None, {"ecg": x1})
+            ts.append(time.perf_counter() - t)
+        lines.append(f"{name} ({s.get_providers()[0]}): batch 1 median {statistics.median(ts) * 1e3:.3f} ms; "
+                     f"session start + first run {build:.1f} s")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    ap.add_argument("--reps", type=int, default=20, help="batch-1 calls per configuration per round")
+    ap.add_argument("--batch", type=int, default=64, help="throughput batch size")
+    ap.add_argument("--threads", type=int, default=THREADS, help="intra-op threads of torch and onnxruntime")
+    ap.add_argument("--json", type=Path, default=None, help="write the numbers here too")
+    args = ap.parse_args()
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console()
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
+    model = ProbabilityModel(EcgClassifier(EcgEncoderConfig(), HeadConfig())).eval()
+    params = sum(p.numel() for p in model.parameters())
+    rng = np.random.default_rng(0)
+    calib = rng.uniform(-1, 1, (64, 12, 1000)).astype(np.float32)
+    x1 = calib[:1].copy()
+    xb = rng.uniform(-1, 1, (args.batch, 12, 1000)).astype(np.float32)
+
+    t0 = time.perf_counter()
+    fp32 = export_onnx(model, 12, 1000)
+    export_s = time.perf_counter() - t0
+    models = {"ORT fp32": fp32}
+    quant_s = {}
+    for name, opts in INT8_OPTIONS.items():
+        t0 = time.perf_counter()
+        models[name] = quantize_int8(fp32, calib, opts)
+        quant_s[name] = time.perf_counter() - t0
+    fp16 = convert_fp16(fp32)
+    sizes = {"PyTorch state_dict": None, **{k: size_mb(m) for k, m in models.items()}, "ORT fp16": size_mb(fp16)}
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(model.state_dict(), Path(tmp) / "sd.pt")
+        sizes["PyTorch state_dict"] = (Path(tmp) / "sd.pt").stat().st_size / 1e6
+
+    fns = {"PyTorch eager": eager_fn(model)}
+    fns["ORT fp32 (basic opt)"] = ort_fn(session(fp32, ort.GraphOptimizationLevel.ORT_ENABLE_BASIC))
+    for name, m in models.items():
+        fns[name] = ort_fn(session(m))
+    ref = model(torch.from_numpy(xb)).detach().numpy()
+    agree = {name: float(np.max(np.abs(session(m).run(None, {"ecg": xb})[0] - ref))) for name, m in models.items()}
+
+    load_before = os.getloadavg()[0]
+    rounds_b = max(2, args.rounds // 2)
+    total = len(fns) * (args.rounds + rounds_b)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("timing", total=total)
+        lat = interleaved(fns, x1, args.rounds, args.reps, lambda: progress.advance(task))
+        thr = interleaved(fns, xb, rounds_b, 2, lambda: progress.advance(task))
+
+    base_lat = statistics.median(lat["PyTorch eager"])
+    base_min = min(lat["PyTorch eager"])
+    base_thr = args.batch / statistics.median(thr["PyTorch eager"])
+    rows = []
+    for name in fns:
+        ms = statistics.median(lat[name]) * 1e3
+        wps = args.batch / statistics.median(thr[name])
+        rows.append({"config": name, "batch1_ms": ms, "batch1_speedup": base_lat * 1e3 / ms,
+                     "batch1_min_ms": min(lat[name]) * 1e3, "batch1_min_speedup": base_min / min(lat[name]),
+                     f"batch{args.batch}_windows_per_s": wps, "throughput_speedup": wps / base_thr,
+                     "size_mb": sizes.get(name, sizes["PyTorch state_dict"] if name == "PyTorch eager" else None),
+                     "max_abs_diff_vs_eager": agree.get(name)})
+    lines = [f"CPU: {args.threads} thread(s) (torch and onnxruntime), onnxruntime {ort.__version__}, torch {torch.__version__}; "
+             f"paper-sized encoder, {params / 1e6:.2f} M parameters; {args.rounds} interleaved rounds x {args.reps} "
+             f"batch-1 calls, {rounds_b} x 2 batch-{args.batch} calls; medians; 1-min load average "
+             f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after (other processes share the cores)",
+             "", f"| configuration | batch 1 ms/window (median) | vs eager | batch 1 best ms | vs eager | "
+             f"batch {args.batch} windows/s | vs eager | file MB | max abs diff vs eager |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        size = f"{r['size_mb']:.1f}" if r["size_mb"] else ""
+        diff = f"{r['max_abs_diff_vs_eager']:.1e}" if r["max_abs_diff_vs_eager"] is not None else ""
+        lines.append(f"| {r['config']} | {r['batch1_ms']:.2f} | {r['batch1_speedup']:.2f}x | "
+                     f"{r['batch1_min_ms']:.2f} | {r['batch1_min_speedup']:.2f}x | "
+                     f"{r[f'batch{args.batch}_windows_per_s']:.1f} | {r['throughput_speedup']:.2f}x | {size} | {diff} |")
+    lines += ["", f"ORT fp16 file: {sizes['ORT fp16']:.1f} MB (for GPU runtimes; not timed on the CPU)",
+              f"export {export_s:.1f} s; INT8 quantization " + ", ".join(f"{k} {v:.1f} s" for k, v in quant_s.items())]
+    fp = next(r for r in rows if r["config"] == "ORT fp32")
+    int8_rows = [r for r in rows if r["config"].startswith("int8")]
+    for key, what in (("batch1_speedup", "batch 1, medians"), ("batch1_min_speedup", "batch 1, best of"),
+                      ("throughput_speedup", f"batch {args.batch} throughput")):
+        best8 = max(int8_rows, key=lambda r: r[key])
+        lines.append(f"goals ({what}): ORT fp32 {fp[key]:.2f}x eager "
+                     f"({'met' if fp[key] >= GOAL_FP32 else 'NOT met'}, goal {GOAL_FP32}x); best INT8 "
+                     f"{best8['config']} {best8[key]:.2f}x ({'met' if best8[key] >= GOAL_INT8 else 'NOT met'}, "
+                     f"goal {GOAL_INT8}x)")
+    lines.append("")
+    lines += gpu_part(fp32, x1)
+    console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "sizes_mb": sizes, "gpu": gpu_part(fp32, x1)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
