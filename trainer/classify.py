@@ -1,0 +1,64 @@
+"""Supervised classification shared by fine-tuning (ECG) and the CXR classifier: BCE, AUROC selection.
+
+:func:`final_evaluation` is the one place that reads the test split: once per model, after
+training has finished and the best validation epoch has been restored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainer.augment import Augment3KG
+from trainer.context import RunContext
+from trainer.data import eval_loader
+from trainer.evaluate import bce, classification_metrics, predict, selection_score, sigmoid
+
+#: Which cached modality each classifier reads, and how a batch becomes its input.
+INPUTS = {"ecg": lambda batch: batch["ecg"][:, 0], "cxr": lambda batch: batch["cxr"]}
+
+
+class ClassificationTask:
+    """BCE on the chosen labels; validation score = mean AUROC over them (minus loss if undefined)."""
+
+    def __init__(self, ctx: RunContext, stage_id: str, model: nn.Module, *, modality: str, seed: int,
+                 target: str | None, augment: Augment3KG | None, batch_size: int) -> None:
+        self.ctx, self.stage_id, self.model = ctx, stage_id, model
+        self.modality, self.target = modality, target
+        self.labels = ctx.labels if target is None else (target,)
+        self.train_data = ctx.dataset("train", fields=(modality,), augment=augment, seed=seed, target=target)
+        self.val_loader = eval_loader(ctx.dataset("val", fields=(modality,), target=target), batch_size, ctx.rt.workers)
+
+    def forward(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        return model(INPUTS[self.modality](batch))
+
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        logits = self.forward(model, batch).float()
+        return F.binary_cross_entropy_with_logits(logits, batch["labels"].float())
+
+    def validate(self, model: nn.Module) -> tuple[float, dict[str, Any]]:
+        logits, targets = predict(lambda b: self.forward(model, b), model, self.val_loader, self.ctx.rt.env.device,
+                                  self.ctx.rt.precision)
+        metrics = classification_metrics(targets, sigmoid(logits), self.labels)
+        loss = bce(logits, targets)
+        return selection_score(metrics, loss), {"loss": loss, "mean_auroc": metrics["mean_auroc"],
+                                                "mean_ap": metrics["mean_ap"]}
+
+
+def final_evaluation(task: ClassificationTask, model: nn.Module) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Metrics on validation and test (the test split's only read) and the arrays behind them."""
+    ctx = task.ctx
+    batch_size = task.val_loader.batch_size
+    test_loader = eval_loader(ctx.dataset("test", fields=(task.modality,), target=task.target), batch_size,
+                              ctx.rt.workers)
+    out: dict[str, np.ndarray] = {"labels": np.array(task.labels)}
+    metrics: dict[str, Any] = {}
+    for split, loader in (("val", task.val_loader), ("test", test_loader)):
+        logits, targets = predict(lambda b: task.forward(model, b), model, loader, ctx.rt.env.device, ctx.rt.precision)
+        out[f"{split}_logits"], out[f"{split}_targets"] = logits.astype(np.float32), targets.astype(np.float32)
+        metrics[split] = classification_metrics(targets, sigmoid(logits), task.labels)
+    return metrics, out
