@@ -62,6 +62,7 @@ class WindowResult:
     hr_bpm: float | None = None
     quality: dict[str, float] = field(default_factory=dict)  # signal-quality index per lead, 0..1
     lead_off: dict[str, bool | None] = field(default_factory=dict)  # per electrode
+    detail: str = ""  # what exactly was wrong (e.g. "lead V3 flat"), "" when scored
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,8 @@ class AlarmChange:
     threshold: float | None = None
     who: str | None = None  # who acknowledged / paused audio
     audio_paused_until_s: float | None = None
+    cause: str = "condition"  # "condition", "acknowledge", "pause_audio", "timer"
+    seq: int = 0  # order of the transition in its session (1, 2, ...), as in the database
 
 
 @dataclass(frozen=True)

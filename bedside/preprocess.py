@@ -138,11 +138,32 @@ def median_kernel(duration_s: float, fs_hz: float) -> int:
 
 def remove_baseline(x: np.ndarray, fs_hz: float, filters_s: tuple[float, ...] = (0.2, 0.6),
                     mode: str = "nearest") -> np.ndarray:
-    """Subtract the baseline estimated by cascaded median filters (durations in s) per lead."""
-    baseline = x
+    """Subtract the baseline estimated by cascaded median filters (durations in s) per lead.
+
+    Works on [..., n] arrays, each row (last axis) filtered on its own, exactly as a (1, k) footprint
+    over a 2-D array would, only faster (see :func:`median_rows`).
+    """
+    x = np.asarray(x)
+    rows = x.reshape(-1, x.shape[-1])
+    baseline = rows
     for duration_s in filters_s:
-        baseline = median_filter(baseline, size=(1, median_kernel(duration_s, fs_hz)), mode=mode)
-    return (x - baseline).astype(np.float32)
+        baseline = median_rows(baseline, median_kernel(duration_s, fs_hz), mode)
+    return (rows - baseline).reshape(x.shape).astype(np.float32)
+
+
+def median_rows(rows: np.ndarray, k: int, mode: str = "nearest") -> np.ndarray:
+    """Median filter of length ``k`` (odd) along each row of a 2-D array, rows independent.
+
+    scipy's 1-D median is about ten times faster than a (1, k) footprint over a 2-D array. For
+    ``mode="nearest"`` the rows are edge-padded by k // 2 and filtered as ONE 1-D array: no window
+    reaches past its row's padding, so the output is bit-identical to filtering row by row.
+    """
+    if mode != "nearest":
+        return np.stack([median_filter(row, size=k, mode=mode) for row in rows])
+    h = k // 2
+    padded = np.pad(rows, ((0, 0), (h, h)), mode="edge")
+    flat = median_filter(padded.ravel(), size=k, mode="nearest")
+    return flat.reshape(padded.shape)[:, h:h + rows.shape[1]]
 
 
 def scale_minmax(x: np.ndarray) -> np.ndarray:

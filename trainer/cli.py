@@ -23,6 +23,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "synth": "trainer.cli_data:synth",
     "prepare": "trainer.cli_data:prepare",
     "export": "export.cli:export_command",
+    "synth-record": "trainer.synth_record:synth_record_command()",
 }
 STAGES = ("pretrain", "cxr", "align", "finetune")
 
@@ -37,7 +38,8 @@ class LazyGroup(click.Group):
         if name in LAZY_COMMANDS:
             module, attr = LAZY_COMMANDS[name].split(":")
             try:
-                return getattr(importlib.import_module(module), attr)
+                target = getattr(importlib.import_module(module), attr.removesuffix("()"))
+                return target() if attr.endswith("()") else target
             except Exception as err:  # noqa: BLE001 - one broken module must not break the others
                 return _unavailable(name, LAZY_COMMANDS[name], err)
         return super().get_command(ctx, name)

@@ -64,3 +64,43 @@ def write_recording(out: str | os.PathLike[str], minutes: float = 3.0, seed: int
         for ext in (".dat", ".hea"):  # header last: a record is complete once its header exists
             os.replace(Path(tmp) / f"{out.name}{ext}", out.parent / f"{out.name}{ext}")
     return out
+
+
+def _lead_off_option(text: str) -> tuple[str, float, float] | None:
+    """'V3@40+6' -> ('V3', 40.0, 6.0); 'none' -> None."""
+    if text.lower() == "none":
+        return None
+    try:
+        lead, rest = text.split("@")
+        start, dur = rest.split("+")
+        if lead not in CANONICAL_LEADS:
+            raise ValueError(f"unknown lead {lead!r}")
+        return lead, float(start), float(dur)
+    except ValueError as exc:
+        raise ValueError(f"--lead-off {text!r}: expected LEAD@START+DURATION in seconds (e.g. V3@40+6) "
+                         f"or 'none' ({exc})") from None
+
+
+def synth_record_command():
+    """The click command ``trainer synth-record`` (built lazily so importing this module stays light)."""
+    import click
+
+    @click.command("synth-record")
+    @click.option("--out", required=True, help="Record path without extension (e.g. demo/records/bed7).")
+    @click.option("--minutes", default=5.0, show_default=True, type=click.FloatRange(min=0.5), help="Length.")
+    @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+    @click.option("--lead-off", default="V3@40+6", show_default=True,
+                  help="Lead-off episode LEAD@START+DURATION (s), written as invalid samples; 'none' for none.")
+    def command(out: str, minutes: float, seed: int, lead_off: str) -> None:
+        """Write a SYNTHETIC 12-lead bedside recording (500 Hz) whose edema, effusion and heart-size
+        severities rise over time, with one lead-off episode: for demos of `bedside replay`."""
+        try:
+            episode = _lead_off_option(lead_off)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--lead-off") from None
+        path = write_recording(out, minutes, seed, lead_off=episode)
+        click.echo(f"wrote {path}.hea/.dat: {minutes:g} min, 12 leads at {synth_ecg.FS_HZ} Hz (synthetic, not clinical)")
+
+    return command
+
+

@@ -1,0 +1,312 @@
+"""``bedside``: replay a record, monitor a device, review the alarm log, verify a model bundle.
+
+A thin layer over the library (bedside.replay, bedside.monitor, bedside.store): options are parsed
+here once and passed down as plain values; every user error is a ClickException with the fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import re
+import signal
+import sys
+import threading
+import time
+from datetime import datetime
+from typing import Any
+
+import click
+
+from bedside import __version__
+from bedside.errors import BedsideError
+
+ENV_HELP = "Environment variables: BEDSIDE_MODEL, BEDSIDE_DB, BEDSIDE_BED, BEDSIDE_ALARMS."
+
+
+class BedsideGroup(click.Group):
+    """Adds ``verify`` from bedside.verify, imported only when it is used or listed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), "verify"})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name != "verify":
+            return super().get_command(ctx, name)
+        try:
+            from bedside.verify import verify_command
+        except ImportError as exc:
+            @click.command("verify", help="Verify a model bundle (not installed).")
+            def missing() -> None:
+                raise click.ClickException(f"bedside verify is not installed ({exc})")
+            return missing
+        return verify_command
+
+
+@click.group(cls=BedsideGroup, epilog=ENV_HELP)
+@click.version_option(__version__, prog_name="bedside")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """CroMoTEX bedside ECG early warning: edema, pleural effusion and cardiomegaly risk, heart rate."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+def _run_ui(factory: Any, bed_id: str) -> None:
+    try:
+        from bedside.ui.app import run_ui
+    except ImportError as exc:
+        raise click.ClickException(f"the terminal UI is not installed ({exc}); run without --ui") from exc
+    sys.exit(run_ui(factory, bed_id=bed_id))
+
+
+def _attach_audio(engine: Any, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from bedside.audio import Annunciator
+
+    annunciator = Annunciator(engine.config.audio)
+    engine.subscribe(annunciator)
+    annunciator.start()
+    return annunciator
+
+
+@main.command()
+@click.argument("record", type=click.Path(path_type=str))
+@click.option("--model", envvar="BEDSIDE_MODEL", type=click.Path(dir_okay=False), metavar="BUNDLE",
+              help="Model bundle (.onnx) from `trainer export` [env BEDSIDE_MODEL].")
+@click.option("--fast", is_flag=True, help="As fast as the machine allows (the default without --ui).")
+@click.option("--speed", type=click.FloatRange(min=0, min_open=True), metavar="X",
+              help="Paced at X times real time (the default with --ui is 1).")
+@click.option("--db", default="bedside.db", show_default=True, envvar="BEDSIDE_DB", help="Alarm log (SQLite).")
+@click.option("--hop", "hop_s", type=click.FloatRange(min=0, min_open=True), metavar="S",
+              help="Seconds between analysis windows [default: the bundle's, 5].")
+@click.option("--bed", "bed_id", default="replay", show_default=True, envvar="BEDSIDE_BED",
+              help="Bed ID logged with the session (no patient identifiers).")
+@click.option("--encounter", "encounter_id", default=None, help="Encounter ID logged with the session.")
+@click.option("--alarms", envvar="BEDSIDE_ALARMS", type=click.Path(exists=True, dir_okay=False),
+              help="Alarm settings TOML [default: the built-in bedside/alarms.toml].")
+@click.option("--new-session", is_flag=True, help="Do not resume an interrupted replay of this record.")
+@click.option("--audio/--no-audio", default=False, show_default=True, help="Sound alarms.")
+@click.option("-q", "--quiet", is_flag=True, help="Only the summary, not each transition.")
+@click.option("--ui", is_flag=True, help="Show the terminal monitor (bedside.ui).")
+def replay(record: str, model: str | None, fast: bool, speed: float | None, db: str, hop_s: float | None,
+           bed_id: str, encounter_id: str | None, alarms: str | None, new_session: bool, audio: bool,
+           quiet: bool, ui: bool) -> None:
+    """Run the engine on a WFDB RECORD (path without extension) and log to --db.
+
+    Prints each alarm transition as it is committed, then a summary: windows scored and not scored
+    (and why), the transitions, and where they were logged.
+    """
+    from rich.console import Console
+
+    from bedside.console import TransitionPrinter, print_summary
+    from bedside.replay import ReplayOptions, build_replay_engine
+
+    if fast and speed is not None:
+        raise click.UsageError("give --fast or --speed X, not both")
+    if not model:
+        raise click.UsageError("no model bundle: pass --model BUNDLE.onnx (from `trainer export`) "
+                               "or set BEDSIDE_MODEL")
+    if ui and not fast and speed is None:
+        speed = 1.0
+    opts = ReplayOptions(record=record, model=model, db=db, speed=speed, hop_s=hop_s, bed_id=bed_id,
+                         encounter_id=encounter_id, alarms=alarms, resume=not new_session)
+    if ui:
+        def factory() -> Any:
+            engine = build_replay_engine(opts)
+            _attach_audio(engine, audio)
+            return engine
+        _run_ui(factory, bed_id)
+    try:
+        engine = build_replay_engine(opts)
+    except BedsideError as exc:
+        raise _fail(exc) from exc
+    err = Console(stderr=True)
+    console = Console()
+    if not quiet:
+        engine.subscribe(TransitionPrinter())
+    annunciator = _attach_audio(engine, audio)
+    record_s = engine.source.record.duration_s
+    try:
+        with _progress(err, record_s, engine):
+            summary = engine.run()
+    except BedsideError as exc:
+        raise _fail(exc) from exc
+    finally:
+        engine.close()
+        if annunciator is not None:
+            annunciator.stop()
+    print_summary(summary, console, f"Replay of {engine.source.description}: {record_s:.0f} s at "
+                                    f"{engine.source.fs_hz:g} Hz, model {engine.bundle.version}, hop {engine.hop_s:g} s")
+
+
+class _progress:
+    """A rich progress bar over signal time on stderr (only on a terminal)."""
+
+    def __init__(self, console: Any, total_s: float, engine: Any):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("replay"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                                 TimeRemainingColumn(), console=console, transient=True,
+                                 disable=not console.is_terminal)
+        self.task = self.progress.add_task("replay", total=total_s)
+        self.engine = engine
+
+    def __call__(self, event: Any) -> None:
+        t = getattr(event, "t_s", None)
+        if t is not None and type(event).__name__ == "WindowResult":
+            self.progress.update(self.task, completed=t)
+
+    def __enter__(self) -> "_progress":
+        self.progress.start()
+        self.unsubscribe = self.engine.subscribe(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.unsubscribe()
+        self.progress.stop()
+
+
+@main.command()
+@click.option("--port", envvar="BEDSIDE_PORT", required=True,
+              help="Device: /dev/serial/by-id/..., a pty path, socket://host:port, loop:// [env BEDSIDE_PORT].")
+@click.option("--protocol", envvar="BEDSIDE_PROTOCOL", required=True,
+              help="Wire format: cyton or ads1298 [env BEDSIDE_PROTOCOL].")
+@click.option("--model", envvar="BEDSIDE_MODEL", type=click.Path(dir_okay=False), metavar="BUNDLE",
+              help="Model bundle; if refused, monitoring goes on with a technical alarm [env BEDSIDE_MODEL].")
+@click.option("--db", envvar="BEDSIDE_DB", default=None,
+              help="Alarm log [default: $STATE_DIRECTORY/bedside.db under systemd, else bedside.db].")
+@click.option("--bed", "bed_id", envvar="BEDSIDE_BED", default="bed-1", show_default=True, help="Bed ID.")
+@click.option("--encounter", "encounter_id", default=None, help="Encounter ID logged with the session.")
+@click.option("--baudrate", type=int, default=None, help="Serial speed [default: the protocol's].")
+@click.option("--lead-map", default=None, metavar="I,II,V1,...",
+              help="Canonical lead on each channel CH1..CHn [default: the protocol's].")
+@click.option("--alarms", envvar="BEDSIDE_ALARMS", type=click.Path(exists=True, dir_okay=False),
+              help="Alarm settings TOML [default: the built-in bedside/alarms.toml].")
+@click.option("--hop", "hop_s", type=click.FloatRange(min=0, min_open=True), help="Seconds between windows.")
+@click.option("--trt-cache", "trt_cache_dir", envvar="CACHE_DIRECTORY", default=None,
+              help="TensorRT engine cache [default: $CACHE_DIRECTORY under systemd].")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+              help="Stop after S seconds (tests, benchmarks).")
+@click.option("--audio/--no-audio", default=True, show_default=True, help="Sound alarms.")
+@click.option("-q", "--quiet", is_flag=True, help="Do not print each transition.")
+@click.option("--ui", is_flag=True, help="Show the terminal monitor (bedside.ui).")
+def monitor(port: str, protocol: str, model: str | None, db: str | None, bed_id: str, encounter_id: str | None,
+            baudrate: int | None, lead_map: str | None, alarms: str | None, hop_s: float | None,
+            trt_cache_dir: str | None, duration: float | None, audio: bool, quiet: bool, ui: bool) -> None:
+    """Run the engine live on a serial ECG device, headless (what bedside.service runs)."""
+    from rich.console import Console
+
+    from bedside.console import TransitionPrinter, print_summary
+    from bedside.monitor import MonitorOptions, build_monitor_engine, default_db_path
+
+    from devices.protocols import PROTOCOL_NAMES
+
+    if not port.strip():
+        raise click.UsageError("--port is empty: give the device path (/dev/serial/by-id/...), a pty or socket://HOST:PORT")
+    if protocol not in PROTOCOL_NAMES:
+        raise click.UsageError(f"--protocol {protocol!r} unknown; choose one of {', '.join(PROTOCOL_NAMES)}")
+    leads = tuple(s.strip() for s in lead_map.split(",")) if lead_map else None
+    opts = MonitorOptions(port=port, protocol=protocol, model=model, db=db or default_db_path(), bed_id=bed_id,
+                          encounter_id=encounter_id, baudrate=baudrate, lead_map=leads, alarms=alarms,
+                          hop_s=hop_s, trt_cache_dir=(trt_cache_dir or "").split(":")[0] or None)
+    if ui:
+        def factory() -> Any:
+            engine = build_monitor_engine(opts)
+            _attach_audio(engine, audio)
+            return engine
+        _run_ui(factory, bed_id)
+    try:
+        engine = build_monitor_engine(opts)
+    except (BedsideError, ValueError) as exc:
+        raise _fail(exc) from exc
+    if not quiet:
+        engine.subscribe(TransitionPrinter())
+    annunciator = _attach_audio(engine, audio)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: engine.stop())
+    timer = threading.Timer(duration, engine.stop) if duration else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
+        summary = engine.run()
+    except Exception as exc:  # a driver or port error: name it, exit non-zero (systemd restarts us)
+        raise click.ClickException(f"monitor stopped: {type(exc).__name__}: {exc}") from exc
+    finally:
+        engine.close()
+        if annunciator is not None:
+            annunciator.stop()
+        if timer is not None:
+            timer.cancel()
+    print_summary(summary, Console(), f"Monitor on {port} ({protocol}), bed {bed_id}")
+
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """UNIX time from '2h' / '30m' / '1d' / '90s' (ago), an ISO 8601 date-time (local if no zone), or seconds."""
+    now = time.time() if now is None else now
+    m = _RELATIVE.match(text.strip())
+    if m:
+        return now - float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: give a duration ago (90s, 30m, 2h, 1d), an ISO date-time "
+                                 "(2025-01-31T08:00, local time unless it has a zone) or UNIX seconds",
+                                 param_hint="--since") from None
+
+
+@main.command()
+@click.option("--db", envvar="BEDSIDE_DB", default="bedside.db", show_default=True, help="Alarm log (SQLite).")
+@click.option("--since", default=None, help="Only transitions since: 2h, 30m, 1d, an ISO date-time or UNIX seconds.")
+@click.option("--session", "session_id", type=int, default=None, help="Only this session.")
+@click.option("--bed", "bed_id", default=None, help="Only this bed.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+def alerts(db: str, since: str | None, session_id: int | None, bed_id: str | None, fmt: str) -> None:
+    """Review and export the alarm transitions of a log."""
+    from bedside.store import query_transitions
+
+    try:
+        rows = query_transitions(db, parse_since(since) if since else None, session_id, bed_id)
+    except BedsideError as exc:
+        raise _fail(exc) from exc
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=1))
+    elif fmt == "csv":
+        columns = list(rows[0]) if rows else ["utc", "bed_id", "session_id", "seq", "t_s", "alarm", "kind", "priority",
+                                              "state", "previous", "cause", "score", "threshold", "who", "message"]
+        writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        from bedside.events import Priority
+
+        table = Table(title=f"Alarm transitions in {db} ({len(rows)})", show_edge=False)
+        for col in ("time (UTC)", "bed", "session#", "kind", "prio", "alarm", "state", "message"):
+            table.add_column(col, overflow="fold")
+        for r in rows:
+            kind = "PHYS" if r["kind"] == "physiological" else "TECH"
+            who = f" [by {r['who']}]" if r["who"] else ""
+            table.add_row(r["utc"][:19].replace("T", " "), r["bed_id"], f"{r['session_id']}#{r['seq']}", kind,
+                          Priority(r["priority"]).marker, r["alarm"], r["state"], r["message"] + who)
+        Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

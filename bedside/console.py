@@ -1,0 +1,77 @@
+"""Headless console output: one line per committed alarm transition, and the end-of-run summary."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.table import Table
+
+from bedside.engine import RunSummary
+from bedside.events import AlarmChange, AlarmKind
+
+
+def format_t(t_s: float) -> str:
+    """Signal time as H:MM:SS.s."""
+    h, rest = divmod(t_s, 3600)
+    m, s = divmod(rest, 60)
+    return f"{int(h)}:{int(m):02d}:{s:04.1f}"
+
+
+def transition_line(c: AlarmChange) -> str:
+    """``0:01:25.0 #12 ** PHYS edema ACTIVE (was cleared) Edema risk 0.71 > 0.55 [by rn.lee]``."""
+    kind = "PHYS" if c.kind == AlarmKind.PHYSIOLOGICAL else "TECH"
+    was = f" (was {c.previous.value})" if c.previous else ""
+    who = f" [by {c.who}]" if c.who else ""
+    return (f"{format_t(c.t_s)} #{c.seq} {c.priority.marker:<3} {kind} {c.alarm} {c.state.value.upper()}{was} "
+            f"{c.message}{who}")
+
+
+class TransitionPrinter:
+    """Engine listener printing each AlarmChange as it is announced (after it is committed)."""
+
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = stream or sys.stdout
+
+    def __call__(self, event: Any) -> None:
+        if isinstance(event, AlarmChange):
+            self.stream.write(transition_line(event) + "\n")
+            self.stream.flush()
+
+
+def print_summary(summary: RunSummary, console: Console, title: str) -> None:
+    """Windows scored and not scored (why), the alarm transitions, the log and the speed."""
+    console.print(f"[bold]{title}[/bold]", soft_wrap=True)
+    t = Table(title="Windows", show_edge=False)
+    t.add_column("windows")
+    t.add_column("count", justify="right")
+    t.add_row("analysed", str(summary.windows))
+    t.add_row("scored", str(summary.scored))
+    for reason, n in sorted(summary.not_scored.items()):
+        t.add_row(f"not scored: {reason}", str(n))
+    console.print(t)
+    if summary.transitions:
+        a = Table(title=f"Alarm transitions ({len(summary.transitions)})", show_edge=False)
+        for col in ("time", "#", "kind", "prio", "alarm", "state", "message"):
+            a.add_column(col)
+        for c in summary.transitions:
+            a.add_row(format_t(c.t_s), str(c.seq), c.kind.value, c.priority.marker, c.alarm, c.state.value,
+                      c.message + (f" [by {c.who}]" if c.who else ""))
+        console.print(a)
+    else:
+        console.print("Alarm transitions: none")
+    if summary.technical_events:
+        console.print("Technical events: " + ", ".join(f"{k} {n}" for k, n in sorted(summary.technical_events.items())),
+                      soft_wrap=True)
+    if summary.gap_samples:
+        console.print(f"Samples missing (analysed as gaps, never zero-filled): {summary.gap_samples}")
+    if summary.storage_failures or summary.dropped_windows:
+        console.print(f"[red]Log writes failed {summary.storage_failures} times; "
+                      f"{summary.dropped_windows} windows could not be kept[/red]")
+    resumed = f", resumed at window {summary.resumed_at_window}" if summary.resumed_at_window else ""
+    console.print(f"Logged to {summary.db_path} (session {summary.session_id}{resumed}); review with "
+                  f"`bedside alerts --db {summary.db_path} --session {summary.session_id}`", soft_wrap=True)
+    speed = f" ({summary.signal_s / summary.wall_s:.0f}x real time)" if summary.wall_s > 0 and summary.signal_s else ""
+    console.print(f"{summary.signal_s:.0f} s of signal in {summary.wall_s:.1f} s{speed}; ended: {summary.end_reason}",
+                  soft_wrap=True)

@@ -1,0 +1,68 @@
+"""``bedside monitor``: the engine live on a serial ECG device (what the systemd service runs).
+
+Unlike a replay, a monitor never refuses to start over the model bundle: a bundle that fails
+verification raises the technical alarm ``bundle_refused`` and the engine keeps monitoring what it
+can without it (heart rate, signal quality, the link), because a bedside that stops is worse than
+one that says what it cannot do.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from bedside.alarm_config import load_alarm_config
+from bedside.bundle import Bundle, load_bundle
+from bedside.engine import Engine, EngineSettings
+from bedside.errors import BundleError
+from bedside.sources import DeviceSource
+from bedside.store import Store
+from bedside.watchdog import Notifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MonitorOptions:
+    port: str
+    protocol: str
+    model: str | None
+    db: str
+    bed_id: str
+    encounter_id: str | None = None
+    baudrate: int | None = None
+    lead_map: tuple[str, ...] | None = None  # canonical lead on CH1..CHn
+    alarms: str | None = None
+    hop_s: float | None = None
+    trt_cache_dir: str | None = None
+    reconnect: bool = True
+
+
+def default_db_path() -> str:
+    """``$STATE_DIRECTORY/bedside.db`` under systemd (StateDirectory=), else ``bedside.db``."""
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return os.path.join(state, "bedside.db") if state else "bedside.db"
+
+
+def load_bundle_or_reason(path: str | None, trt_cache_dir: str | None) -> tuple[Bundle | None, str | None]:
+    """The verified bundle, or None and why it was refused (the engine raises bundle_refused)."""
+    if not path:
+        return None, "no model bundle configured (--model or BEDSIDE_MODEL)"
+    try:
+        return load_bundle(path, trt_cache_dir=trt_cache_dir), None
+    except BundleError as exc:
+        log.error("%s", exc)
+        return None, str(exc)
+
+
+def build_monitor_engine(opts: MonitorOptions, notifier: Notifier | None = None) -> Engine:
+    config = load_alarm_config(opts.alarms)
+    bundle, refused = load_bundle_or_reason(opts.model, opts.trt_cache_dir)
+    store = Store(opts.db)
+    source = DeviceSource(opts.port, opts.protocol, baudrate=opts.baudrate, lead_map=opts.lead_map,
+                          reconnect=opts.reconnect)
+    settings = EngineSettings(bed_id=opts.bed_id, encounter_id=opts.encounter_id, hop_s=opts.hop_s,
+                              resume=False, max_batch=8)
+    return Engine(source, store, config, settings, bundle=bundle, bundle_error=refused,
+                  notifier=notifier or Notifier.from_env())

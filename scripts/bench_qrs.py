@@ -1,0 +1,79 @@
+"""QRS detection and heart rate on MIT-BIH record 100, scored the EC57 way (beat-by-beat, 150 ms, first 5 min out).
+
+Compares the library detectors run bare on the whole record (NeuroKit2 with its own cleaning, wfdb XQRS)
+with the engine's path (10 s windows every 5 s, the recipe's 100 Hz baseline-free lead, stitched beats),
+and the engine's heart rate with the same RR rule applied to the reference beats.
+
+    .venv/bin/python scripts/bench_qrs.py [--record ../shared/data/records/100] [--lead 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import wfdb
+from rich.console import Console
+from rich.table import Table
+
+from bedside.alarm_config import load_alarm_config
+from bedside.heart_rate import BEAT_SYMBOLS, detect_qrs, heart_rate_bpm, score_beats, windowed_beats
+
+DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "records" / "100"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--record", default=str(DEFAULT), help="WFDB record with .atr reference annotations")
+    parser.add_argument("--lead", type=int, default=0, help="channel to detect on (0 = MLII for record 100)")
+    args = parser.parse_args()
+    logging.getLogger("wfdb").setLevel(logging.ERROR)
+    rec = wfdb.rdrecord(args.record, channels=[args.lead])
+    ann = wfdb.rdann(args.record, "atr")
+    x, fs = rec.p_signal[:, 0].astype(np.float32), float(rec.fs)
+    duration_s = len(x) / fs
+    ref = np.array([s for s, sym in zip(ann.sample, ann.symbol) if sym in BEAT_SYMBOLS])
+    console = Console()
+    console.print(f"{Path(args.record).name} lead {rec.sig_name[0]}: {duration_s / 60:.1f} min at {fs:g} Hz, "
+                  f"{len(ref)} reference beats ({int((ref >= 300 * fs).sum())} scored after the first 5 min)")
+
+    settings = load_alarm_config().heart_rate
+    rows = []
+    detect_qrs(x[: int(20 * fs)], fs, "neurokit")  # import NeuroKit2 outside the timing
+    for name, run in [
+        ("NeuroKit2 bare (ecg_clean + ecg_findpeaks, whole record)", lambda: detect_qrs(x, fs, "neurokit")),
+        ("wfdb XQRS bare (whole record)", lambda: detect_qrs(x, fs, "xqrs")),
+        ("engine path, neurokit (10 s windows, 100 Hz conditioned lead)",
+         lambda: np.round(windowed_beats(x, fs, settings)[0] * fs)),
+        ("engine path, xqrs (10 s windows, 100 Hz conditioned lead)",
+         lambda: np.round(windowed_beats(x, fs, replace(settings, detector="xqrs"))[0] * fs)),
+    ]:
+        t = time.perf_counter()
+        beats = run()
+        seconds = time.perf_counter() - t
+        s = score_beats(ref, beats, fs)
+        rows.append((name, s, seconds))
+
+    table = Table(title="EC57 beat-by-beat (150 ms window, first 5 min excluded, beats only)")
+    for col in ("detector", "TP", "FP", "FN", "Se %", "+P %", "time s", "x real time"):
+        table.add_column(col, justify="right" if col != "detector" else "left")
+    for name, s, seconds in rows:
+        table.add_row(name, str(s.tp), str(s.fp), str(s.fn), f"{100 * s.sensitivity:.2f}",
+                      f"{100 * s.positive_predictivity:.2f}", f"{seconds:.2f}", f"{duration_s / seconds:,.0f}")
+    console.print(table)
+
+    _, rates = windowed_beats(x, fs, settings)
+    ref_t = ref / fs
+    err = np.array([abs(bpm - heart_rate_bpm(ref_t[ref_t < t_end - 0.3])) for t_end, bpm in rates
+                    if t_end >= 300 and bpm is not None])
+    console.print(f"Heart rate (engine, every 5 s after the first 5 min, {len(err)} windows) against the same RR rule "
+                  f"on the reference beats: mean |error| {err.mean():.2f} bpm, 95th percentile "
+                  f"{np.percentile(err, 95):.2f} bpm, max {err.max():.2f} bpm")
+
+
+if __name__ == "__main__":
+    main()
