@@ -11,8 +11,12 @@ fi
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
     echo "==> installing the project and its train/test extras into .venv (first time: a few minutes)"
-    .venv/bin/python -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-    .venv/bin/python -m pip install --quiet -e ".[train,test]" 2>&1 | grep -v "^WARNING: Location" || true
+    log=.venv/pip-install.log
+    if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[train,test]"; } >"$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        echo "setup failed: pip could not install the project (full log: $log)" >&2
+        exit 1
+    fi
     .venv/bin/python -c "import bedside, trainer, export, devices, torch, onnxruntime" \
         || { echo "setup failed: the packages above do not import; see pip's messages" >&2; exit 1; }
     rm -f .venv/.installed-*
