@@ -57,11 +57,17 @@ def _fail(exc: Exception) -> click.ClickException:
     return click.ClickException(str(exc))
 
 
-def _run_ui(factory: Any, bed_id: str) -> None:
+def _run_ui(build: Any, opts: Any, audio: bool, bed_id: str) -> None:
+    """Hand the terminal UI a factory that builds the engine (in the UI's engine thread) and exit with its code."""
     try:
         from bedside.ui.app import run_ui
     except ImportError as exc:
         raise click.ClickException(f"the terminal UI is not installed ({exc}); run without --ui") from exc
+
+    def factory() -> Any:
+        engine = build(opts)
+        _attach_audio(engine, audio)
+        return engine
     sys.exit(run_ui(factory, bed_id=bed_id))
 
 
@@ -118,11 +124,7 @@ def replay(record: str, model: str | None, fast: bool, speed: float | None, db: 
     opts = ReplayOptions(record=record, model=model, db=db, speed=speed, hop_s=hop_s, bed_id=bed_id,
                          encounter_id=encounter_id, alarms=alarms, resume=not new_session)
     if ui:
-        def factory() -> Any:
-            engine = build_replay_engine(opts)
-            _attach_audio(engine, audio)
-            return engine
-        _run_ui(factory, bed_id)
+        _run_ui(build_replay_engine, opts, audio, bed_id)
     try:
         engine = build_replay_engine(opts)
     except BedsideError as exc:
@@ -134,7 +136,7 @@ def replay(record: str, model: str | None, fast: bool, speed: float | None, db: 
     annunciator = _attach_audio(engine, audio)
     record_s = engine.source.record.duration_s
     try:
-        with _progress(err, record_s, engine):
+        with _Progress(err, record_s, engine):
             summary = engine.run()
     except BedsideError as exc:
         raise _fail(exc) from exc
@@ -146,7 +148,7 @@ def replay(record: str, model: str | None, fast: bool, speed: float | None, db: 
                                     f"{engine.source.fs_hz:g} Hz, model {engine.bundle.version}, hop {engine.hop_s:g} s")
 
 
-class _progress:
+class _Progress:
     """A rich progress bar over signal time on stderr (only on a terminal)."""
 
     def __init__(self, console: Any, total_s: float, engine: Any):
@@ -163,7 +165,7 @@ class _progress:
         if t is not None and type(event).__name__ == "WindowResult":
             self.progress.update(self.task, completed=t)
 
-    def __enter__(self) -> "_progress":
+    def __enter__(self) -> "_Progress":
         self.progress.start()
         self.unsubscribe = self.engine.subscribe(self)
         return self
@@ -217,11 +219,7 @@ def monitor(port: str, protocol: str, model: str | None, db: str | None, bed_id:
                           encounter_id=encounter_id, baudrate=baudrate, lead_map=leads, alarms=alarms,
                           hop_s=hop_s, trt_cache_dir=(trt_cache_dir or "").split(":")[0] or None)
     if ui:
-        def factory() -> Any:
-            engine = build_monitor_engine(opts)
-            _attach_audio(engine, audio)
-            return engine
-        _run_ui(factory, bed_id)
+        _run_ui(build_monitor_engine, opts, audio, bed_id)
     try:
         engine = build_monitor_engine(opts)
     except (BedsideError, ValueError) as exc:

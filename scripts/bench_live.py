@@ -87,15 +87,9 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=24.0)
     parser.add_argument("--speed", type=float, default=200.0)
     args = parser.parse_args()
-    from bench_replay import BENCH, paper_bundle
+    from bench_replay import resolve_model
 
-    if args.model == "paper":
-        model = paper_bundle()
-    elif args.model == "linear":
-        from tests.bundles import make_bundle
-        model = make_bundle(BENCH / "linear.onnx")
-    else:
-        model = Path(args.model)
+    model = resolve_model(args.model)
     idle = subprocess.Popen([sys.executable, "-c", "import bedside.engine, bedside.cli, onnxruntime, neurokit2, "
                              "devices.driver, time; time.sleep(30)"], cwd=REPO)
     time.sleep(20)

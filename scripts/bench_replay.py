@@ -95,6 +95,16 @@ def paper_bundle(folder: Path = BENCH) -> Path:
     return out
 
 
+def resolve_model(name: str) -> Path:
+    """'paper' (the paper-size export), 'linear' (the tiny test bundle) or a bundle path."""
+    if name == "paper":
+        return paper_bundle()
+    if name == "linear":
+        from tests.bundles import make_bundle
+        return make_bundle(BENCH / "linear.onnx")
+    return Path(name)
+
+
 def rss_now_mb() -> float:
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
@@ -132,13 +142,7 @@ def main() -> None:
 
     console = Console()
     record = make_record(args.hours)
-    if args.model == "paper":
-        model = paper_bundle()
-    elif args.model == "linear":
-        from tests.bundles import make_bundle
-        model = make_bundle(BENCH / "linear.onnx")
-    else:
-        model = Path(args.model)
+    model = resolve_model(args.model)
     if args.generate_only:
         return
     bundle = load_bundle(model)
