@@ -43,6 +43,11 @@ class TransitionPrinter:
 def print_summary(summary: RunSummary, console: Console, title: str) -> None:
     """Windows scored and not scored (why), the alarm transitions, the log and the speed."""
     console.print(f"[bold]{title}[/bold]", soft_wrap=True)
+    if summary.end_reason == "already complete":
+        console.print(f"Already replayed into {summary.db_path} with the same model and settings (session "
+                      f"{summary.session_id}): nothing added. Review it with `bedside alerts --db {summary.db_path} "
+                      f"--session {summary.session_id}`, or pass --new-session to replay it again.", soft_wrap=True)
+        return
     t = Table(title="Windows", show_edge=False)
     t.add_column("windows")
     t.add_column("count", justify="right")

@@ -143,6 +143,7 @@ class Engine:
         self._started_mono = time.monotonic()
         self.hop_n = 0
         self._warmup_until = 0  # windows below this index are re-read for the beat train only (resume)
+        self.already_complete = False  # a replay whose session is already complete in the log
 
     # -- public API --------------------------------------------------------------------------------
 
@@ -198,6 +199,9 @@ class Engine:
         reason = "stopped"
         try:
             self._open_session()
+            if self.already_complete:
+                reason = "already complete"
+                return self.summary
             if self.next_window > 0:  # a resumed replay: re-read a few windows before the first new one
                 self._warmup_until = self.next_window
                 self.next_window = max(0, self.next_window - RESUME_WARMUP_WINDOWS)
@@ -237,9 +241,13 @@ class Engine:
     def _open_session(self) -> None:
         key = self._resume_key()
         now = self.clock()
-        resumable = self.store.find_resumable(key) if key else None
-        if resumable is not None and self._resume(resumable["id"]):
-            self.session_id = resumable["id"]
+        previous = self.store.latest_session(key) if key else None
+        if previous is not None and previous["end_reason"] == "complete":
+            self.session_id = self.summary.session_id = previous["id"]  # replayed before: nothing to add
+            self.already_complete = True
+            return
+        if previous is not None and self._resume(previous["id"]):
+            self.session_id = previous["id"]
         else:
             if self.source.kind == "live":
                 closed = self.store.close_interrupted(self.settings.bed_id, now)
@@ -280,7 +288,7 @@ class Engine:
 
     def _close_session(self, reason: str) -> None:
         self.summary.end_reason = reason
-        if self.session_id is None:
+        if self.session_id is None or self.already_complete:
             return
         try:
             if self._backlog:

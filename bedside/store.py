@@ -141,10 +141,9 @@ class Store:
             self.db["sessions"].update(session_id, {"ended_wall": wall_time, "ended_utc": utc(wall_time),
                                                     "end_reason": reason})
 
-    def find_resumable(self, resume_key: str) -> dict[str, Any] | None:
-        """The newest unfinished session with this key (a replay killed before its end), if any."""
-        rows = list(self.db["sessions"].rows_where("resume_key = ? and ended_wall is null", [resume_key],
-                                                   order_by="id desc", limit=1))
+    def latest_session(self, resume_key: str) -> dict[str, Any] | None:
+        """The newest session with this resume key (a replay of the same record and settings), if any."""
+        rows = list(self.db["sessions"].rows_where("resume_key = ?", [resume_key], order_by="id desc", limit=1))
         return rows[0] if rows else None
 
     def close_interrupted(self, bed_id: str, wall_time: float, keep: int | None = None) -> list[int]:

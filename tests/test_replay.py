@@ -186,3 +186,15 @@ def test_alarm_settings_file_is_used(tmp_path, bundle_path, step_record):
     t = con.execute("select t_s from alarm_transitions where state='active'").fetchone()[0]
     assert t - 60 < 20  # one window instead of three of four
     assert con.execute("select config_sha256 from sessions").fetchone()[0] == load_alarm_config(tmp_path / "a.toml").sha256
+
+
+def test_replaying_the_same_record_again_adds_nothing_unless_asked(tmp_path, bundle_path, step_record):
+    db = tmp_path / "again.db"
+    assert replay(str(step_record), "--model", str(bundle_path), "--db", str(db), "-q").exit_code == 0
+    out = replay(str(step_record), "--model", str(bundle_path), "--db", str(db))
+    assert out.exit_code == 0 and "nothing added" in out.output and "ACTIVE" not in out.output
+    out = replay(str(step_record), "--model", str(bundle_path), "--db", str(db), "--new-session", "-q")
+    assert out.exit_code == 0 and "(session 2)" in out.output
+    con = sqlite3.connect(db)
+    assert con.execute("select session_id, count(*) from alarm_transitions group by session_id").fetchall() == [(1, 2), (2, 2)]
+    assert con.execute("select count(*) from sessions").fetchone() == (2,)

@@ -118,12 +118,13 @@ def test_round_trip(tmp_path_factory, changes, windows):
     store.close()
 
 
-def test_interrupted_sessions_are_closed_and_resumable_ones_found(db_path):
+def test_interrupted_sessions_are_closed_and_replays_found_by_key(db_path):
     store = Store(db_path)
     a = open_session(store, bed="bed-1", key="k1")
     b = open_session(store, bed="bed-1", key="k2")
     store.end_session(b, "complete", time.time())
-    assert store.find_resumable("k1")["id"] == a and store.find_resumable("k2") is None
+    assert store.latest_session("k1")["id"] == a and store.latest_session("k1")["end_reason"] is None
+    assert store.latest_session("k2")["end_reason"] == "complete" and store.latest_session("k3") is None
     assert store.close_interrupted("bed-1", time.time()) == [a]
     row = store.db["sessions"].get(a)
     assert row["end_reason"] == "interrupted" and row["ended_utc"]
