@@ -7,13 +7,12 @@ The format is the one :mod:`bedside.bundle` verifies (see docs/bundle.md). This 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import onnx
 
+from bedside.files import atomic_write_bytes as atomic_write
 from bedside.bundle import METADATA_KEY, PLACEHOLDER, SHA256_KEY, bundle_digest, seal_bundle_bytes
 
 
@@ -27,23 +26,6 @@ def bundle_bytes(model: onnx.ModelProto, metadata: dict[str, Any]) -> bytes:
                                         METADATA_KEY: json.dumps(metadata, sort_keys=True),
                                         SHA256_KEY: PLACEHOLDER.decode()})
     return seal_bundle_bytes(model.SerializeToString())
-
-
-def atomic_write(path: str | Path, data: bytes) -> None:
-    """Write ``data`` through a temporary file in the same folder and a rename; mode 0644."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; the bedside service user must read bundles
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_bundle(model: onnx.ModelProto, metadata: dict[str, Any], out: str | Path) -> str:

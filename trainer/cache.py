@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bedside.files import atomic_write_json
 
 from bedside.preprocess import Recipe
 
@@ -50,13 +51,7 @@ def item_shapes(recipe: Recipe, n_labels: int) -> dict[str, tuple[int, ...]]:
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write JSON to ``path`` through a temporary file, fsync and rename: never half-written."""
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_json(path, data)
 
 
 def npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:

@@ -28,25 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from bedside.files import atomic_write_bytes
+
 from trainer.ecg_model import EcgClassifier, HeadConfig
 
 CLASSIFIER_KIND = "cromotex-classifier"
 CLASSIFIER_VERSION = 1
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def json_safe(obj: Any) -> Any:
