@@ -57,7 +57,28 @@ def _fail(exc: Exception) -> click.ClickException:
     return click.ClickException(str(exc))
 
 
-def _run_ui(build: Any, opts: Any, audio: bool, bed_id: str) -> None:
+def _ui_options(f: Any) -> Any:
+    """--user and --leads: who acknowledges alarms on the screen, and which leads it draws."""
+    f = click.option("--leads", "ui_leads", default="II,V1,V5", show_default=True, metavar="II,V1,V5",
+                     help="Leads drawn by --ui (canonical names, comma separated).")(f)
+    f = click.option("--user", "ui_user", envvar="BEDSIDE_USER", default=None,
+                     help="Who acknowledges alarms in --ui [default: $BEDSIDE_USER or the login name].")(f)
+    return f
+
+
+def _parse_leads(text: str) -> tuple[str, ...]:
+    from bedside.leads import canonical_name
+
+    leads = tuple(canonical_name(s) or s.strip() for s in text.split(",") if s.strip())
+    bad = [name for name in leads if canonical_name(name) is None]
+    if bad or not leads:
+        raise click.BadParameter(f"{', '.join(bad) or 'no lead'}: give canonical lead names such as II,V1,V5",
+                                 param_hint="--leads")
+    return leads
+
+
+def _run_ui(build: Any, opts: Any, audio: bool, bed_id: str, user: str | None = None,
+            leads: tuple[str, ...] = ("II", "V1", "V5")) -> None:
     """Hand the terminal UI a factory that builds the engine (in the UI's engine thread) and exit with its code."""
     try:
         from bedside.ui.app import run_ui
@@ -68,7 +89,7 @@ def _run_ui(build: Any, opts: Any, audio: bool, bed_id: str) -> None:
         engine = build(opts)
         _attach_audio(engine, audio)
         return engine
-    sys.exit(run_ui(factory, bed_id=bed_id))
+    sys.exit(run_ui(factory, bed_id=bed_id, leads=leads, user=user))
 
 
 def _attach_audio(engine: Any, enabled: bool) -> Any:
@@ -101,9 +122,10 @@ def _attach_audio(engine: Any, enabled: bool) -> Any:
 @click.option("--audio/--no-audio", default=False, show_default=True, help="Sound alarms.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the summary, not each transition.")
 @click.option("--ui", is_flag=True, help="Show the terminal monitor (bedside.ui).")
+@_ui_options
 def replay(record: str, model: str | None, fast: bool, speed: float | None, db: str, hop_s: float | None,
            bed_id: str, encounter_id: str | None, alarms: str | None, new_session: bool, audio: bool,
-           quiet: bool, ui: bool) -> None:
+           quiet: bool, ui: bool, ui_user: str | None, ui_leads: str) -> None:
     """Run the engine on a WFDB RECORD (path without extension) and log to --db.
 
     Prints each alarm transition as it is committed, then a summary: windows scored and not scored
@@ -124,7 +146,7 @@ def replay(record: str, model: str | None, fast: bool, speed: float | None, db: 
     opts = ReplayOptions(record=record, model=model, db=db, speed=speed, hop_s=hop_s, bed_id=bed_id,
                          encounter_id=encounter_id, alarms=alarms, resume=not new_session)
     if ui:
-        _run_ui(build_replay_engine, opts, audio, bed_id)
+        _run_ui(build_replay_engine, opts, audio, bed_id, ui_user, _parse_leads(ui_leads))
     try:
         engine = build_replay_engine(opts)
     except BedsideError as exc:
@@ -199,9 +221,11 @@ class _Progress:
 @click.option("--audio/--no-audio", default=True, show_default=True, help="Sound alarms.")
 @click.option("-q", "--quiet", is_flag=True, help="Do not print each transition.")
 @click.option("--ui", is_flag=True, help="Show the terminal monitor (bedside.ui).")
+@_ui_options
 def monitor(port: str, protocol: str, model: str | None, db: str | None, bed_id: str, encounter_id: str | None,
             baudrate: int | None, lead_map: str | None, alarms: str | None, hop_s: float | None,
-            trt_cache_dir: str | None, duration: float | None, audio: bool, quiet: bool, ui: bool) -> None:
+            trt_cache_dir: str | None, duration: float | None, audio: bool, quiet: bool, ui: bool,
+            ui_user: str | None, ui_leads: str) -> None:
     """Run the engine live on a serial ECG device, headless (what bedside.service runs)."""
     from rich.console import Console
 
@@ -219,7 +243,7 @@ def monitor(port: str, protocol: str, model: str | None, db: str | None, bed_id:
                           encounter_id=encounter_id, baudrate=baudrate, lead_map=leads, alarms=alarms,
                           hop_s=hop_s, trt_cache_dir=(trt_cache_dir or "").split(":")[0] or None)
     if ui:
-        _run_ui(build_monitor_engine, opts, audio, bed_id)
+        _run_ui(build_monitor_engine, opts, audio, bed_id, ui_user, _parse_leads(ui_leads))
     try:
         engine = build_monitor_engine(opts)
     except (BedsideError, ValueError) as exc:
