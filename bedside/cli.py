@@ -37,9 +37,11 @@ class BedsideGroup(click.Group):
         try:
             from bedside.verify import verify_command
         except ImportError as exc:
+            reason = str(exc)  # `exc` is unbound once the except block ends
+
             @click.command("verify", help="Verify a model bundle (not installed).")
             def missing() -> None:
-                raise click.ClickException(f"bedside verify is not installed ({exc})")
+                raise click.ClickException(f"bedside verify is not installed ({reason})")
             return missing
         return verify_command
 
