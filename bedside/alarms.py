@@ -22,8 +22,9 @@ Two layers, both pure (no I/O, no clock: every call carries the signal time ``t_
   ACTIVE and LATCHED sound; the others are silent.
 
 - :class:`AlarmSystem` turns analysed windows and link conditions into those state changes:
-  physiological alarms (one per pathology label: N of M smoothed risks above the bundle's
-  threshold to raise, all of the last K below threshold - margin to clear; heart rate above or below
+  physiological alarms (one per validated pathology label: N of M smoothed risks above the bundle's
+  threshold to raise, all of the last K below threshold - margin to clear; a label the bundle does
+  not validate has no alarm at all, its risk is only smoothed; heart rate above or below
   limits with hysteresis) and technical alarms (lead off, poor signal, gap, inference failed per
   window; disconnect, no data, stale inference, refused bundle, failing storage from the engine).
 """
@@ -31,6 +32,7 @@ Two layers, both pure (no I/O, no clock: every call carries the signal time ``t_
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from bedside.alarm_config import TECHNICAL_ALARMS, AlarmConfig, Persistence
@@ -171,14 +173,23 @@ class _Limit:
 
 
 class AlarmSystem:
-    """Every alarm of a session: physiological (risks, heart rate) and technical, kept apart."""
+    """Every alarm of a session: physiological (risks, heart rate) and technical, kept apart.
 
-    def __init__(self, config: AlarmConfig, labels: list[str], thresholds: dict[str, float], hop_s: float):
+    ``labels`` are the bundle's outputs; ``validated`` those of them that may alarm (the bundle's
+    ``label_validation``): every other label gets no alarm machine, so no risk of it ever alarms.
+    """
+
+    def __init__(self, config: AlarmConfig, labels: list[str], thresholds: dict[str, float], hop_s: float, *,
+                 validated: Collection[str]):
+        unknown = sorted(set(validated) - set(labels))
+        if unknown:
+            raise ValueError(f"validated labels {unknown} are not among the labels {list(labels)}")
         self.config, self.labels, self.thresholds = config, list(labels), dict(thresholds)
+        self.alarmed = [label for label in self.labels if label in set(validated)]  # labels with an alarm
         pause_s = config.audio.pause_s
         self.machines: dict[str, AlarmMachine] = {}
         self.filters: dict[str, PersistenceFilter] = {}
-        for label in self.labels:
+        for label in self.alarmed:
             r = config.risk_for(label)
             self.machines[label] = AlarmMachine(label, AlarmKind.PHYSIOLOGICAL, r.priority, r.latching, pause_s)
             self.filters[label] = PersistenceFilter(r.persistence, hop_s)
@@ -206,7 +217,7 @@ class AlarmSystem:
         t = window.t_s
         out: list[AlarmChange] = []
         self._technical_from_window(window, out)
-        for label in self.labels if window.scored else ():
+        for label in self.alarmed if window.scored else ():
             risk = window.smoothed[label]
             thr = self.thresholds[label]
             clear_at = thr - self.config.risk_for(label).clear_margin

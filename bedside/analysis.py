@@ -20,7 +20,7 @@ from bedside.bundle import Bundle
 from bedside.events import WindowResult
 from bedside.heart_rate import BeatTracker, detect_qrs
 from bedside.leads import CANONICAL_LEADS, LEAD_INDEX
-from bedside.preprocess import Recipe, condition, find_gaps, input_samples_for_window, scale_minmax
+from bedside.preprocess import Recipe, condition, find_gaps, input_samples_for_window, scale
 from bedside.quality import window_quality
 
 
@@ -119,7 +119,7 @@ class WindowAnalyser:
             else:
                 results.append(None)
                 if infer:
-                    to_score.append((len(results) - 1, scale_minmax(conditioned), base))
+                    to_score.append((len(results) - 1, scale(conditioned, self.bundle.recipe), base))
                 self.timings.preprocess += time.perf_counter() - t2
         if to_score:
             self._score(windows, results, to_score)

@@ -4,7 +4,8 @@ Contract (documented in docs/bundle.md): an ONNX model, input ``[batch, 12, 1000
 preprocessed window), output ``[batch, K]`` probabilities, with two ``metadata_props`` entries:
 
 - ``cromotex.metadata``: JSON validated against ``bundle_schema.json`` (labels, lead order, rate,
-  window, hop, preprocessing recipe, thresholds, calibration, golden input and expected output ...);
+  window, hop, preprocessing recipe, thresholds, calibration, golden input and expected output,
+  which labels are validated and so may alarm ...);
 - ``cromotex.sha256``: sha256 of the file's bytes with this 64-character value replaced by ``0`` x 64.
 
 :func:`verify_bundle` runs the checks in order: file, checksum, schema, golden. Anything that
@@ -105,6 +106,18 @@ class Bundle:
         return {k: float(v) for k, v in self.metadata["thresholds"].items()}
 
     @property
+    def validated_labels(self) -> list[str]:
+        """Labels whose validation AUROC is credibly above chance: only these may raise alarms."""
+        entries = self.metadata["label_validation"]["labels"]
+        return [label for label in self.labels if entries[label]["validated"]]
+
+    @property
+    def unvalidated_labels(self) -> list[str]:
+        """Labels not validated: their risk is computed, logged and shown, never alarmed."""
+        entries = self.metadata["label_validation"]["labels"]
+        return [label for label in self.labels if not entries[label]["validated"]]
+
+    @property
     def version(self) -> str:
         return f"{self.metadata['model_name']} {self.metadata['model_version']}"
 
@@ -155,6 +168,20 @@ def _check_semantics(meta: dict[str, Any]) -> None:
         params = meta["calibration"].get("params", {})
         if set(params) != set(labels):
             raise BundleError("schema", f"calibration params for {sorted(params)}, labels are {labels}")
+    _check_label_validation(meta["label_validation"]["labels"], labels)
+
+
+def _check_label_validation(entries: dict[str, Any], labels: list[str]) -> None:
+    """label_validation covers exactly the labels, and a label marked validated meets the rule (low > 0.5)."""
+    if set(entries) != set(labels):
+        raise BundleError("schema", f"metadata field label_validation/labels covers {sorted(entries)}, labels are "
+                                    f"{labels}; re-export the bundle with `trainer export`")
+    for label in labels:
+        e = entries[label]
+        if e["validated"] and (e["low"] is None or not e["low"] > 0.5):
+            raise BundleError("schema", f"metadata field label_validation/labels/{label}: validated is true but "
+                                        f"low={e['low']} (the rule needs a lower bound > 0.5); re-export the "
+                                        "bundle with `trainer export`")
 
 
 def _make_session(model: bytes | str, providers: tuple[str, ...], trt_cache_dir: str | None):

@@ -169,7 +169,8 @@ def replay(record: str, model: str | None, fast: bool, speed: float | None, db: 
         if annunciator is not None:
             annunciator.stop()
     print_summary(summary, console, f"Replay of {engine.source.description}: {record_s:.0f} s at "
-                                    f"{engine.source.fs_hz:g} Hz, model {engine.bundle.version}, hop {engine.hop_s:g} s")
+                                    f"{engine.source.fs_hz:g} Hz, model {engine.bundle.version}, hop {engine.hop_s:g} s",
+                  engine.bundle.unvalidated_labels)
 
 
 class _Progress:
@@ -269,7 +270,8 @@ def monitor(port: str, protocol: str, model: str | None, db: str | None, bed_id:
             annunciator.stop()
         if timer is not None:
             timer.cancel()
-    print_summary(summary, Console(), f"Monitor on {port} ({protocol}), bed {bed_id}")
+    print_summary(summary, Console(), f"Monitor on {port} ({protocol}), bed {bed_id}",
+                  engine.bundle.unvalidated_labels if engine.bundle is not None else ())
 
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")

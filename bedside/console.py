@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -40,8 +41,11 @@ class TransitionPrinter:
             self.stream.flush()
 
 
-def print_summary(summary: RunSummary, console: Console, title: str) -> None:
-    """Windows scored and not scored (why), the alarm transitions, the log and the speed."""
+def print_summary(summary: RunSummary, console: Console, title: str, not_validated: Sequence[str] = ()) -> None:
+    """Windows scored and not scored (why), the alarm transitions, the log and the speed.
+
+    ``not_validated``: the bundle's labels that may not alarm (their risks are logged only).
+    """
     console.print(f"[bold]{title}[/bold]", soft_wrap=True)
     if summary.end_reason == "already complete":
         console.print(f"Already replayed into {summary.db_path} with the same model and settings (session "
@@ -66,6 +70,9 @@ def print_summary(summary: RunSummary, console: Console, title: str) -> None:
         console.print(a)
     else:
         console.print("Alarm transitions: none")
+    if not_validated:
+        console.print(f"labels not validated (risks logged, never alarmed): {', '.join(not_validated)}",
+                      soft_wrap=True)
     if summary.technical_events:
         console.print("Technical events: " + ", ".join(f"{k} {n}" for k, n in sorted(summary.technical_events.items())),
                       soft_wrap=True)

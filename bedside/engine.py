@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 from bedside import __version__
 from bedside.alarm_config import AlarmConfig
-from bedside.alarms import AlarmSystem
 from bedside.analysis import Timings, WindowAnalyser, WindowInput
 from bedside.bundle import Bundle
+from bedside.bundle_alarms import alarm_system_for
 from bedside.events import AlarmChange, AlarmState, Samples, Status, WindowResult
 from bedside.leads import CANONICAL_LEADS
 from bedside.preprocess import DEFAULT_RECIPE, Recipe
@@ -115,8 +115,7 @@ class Engine:
             raise ValueError(f"hop_s={self.hop_s} must be positive")
         self.notifier = notifier or Notifier(None)
         self.clock = clock
-        labels = bundle.labels if bundle is not None else []
-        self.alarms = AlarmSystem(config, labels, bundle.thresholds if bundle is not None else {}, self.hop_s)
+        self.alarms = alarm_system_for(config, bundle, self.hop_s)  # none for labels the bundle does not validate
         self.timings = Timings()
         self._subscribers: list[Callable[[Any], None]] = []
         self._lock = threading.Lock()
@@ -275,8 +274,7 @@ class Engine:
         windows = self.store.windows(session_id)
         if not rebuild(self.alarms, windows, logged, self.bundle_error if self.bundle is None else None):
             log.warning("session %s does not replay to its logged transitions: starting a new session", session_id)
-            self.alarms = AlarmSystem(self.config, self.bundle.labels if self.bundle else [],
-                                      self.bundle.thresholds if self.bundle else {}, self.hop_s)
+            self.alarms = alarm_system_for(self.config, self.bundle, self.hop_s)
             return False
         for _, c in logged:
             self._note_active(c)

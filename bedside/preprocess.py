@@ -4,9 +4,17 @@ The default recipe is the CroMoTEX paper's: polyphase resampling to 100 Hz, base
 by subtracting two cascaded median filters (0.2 s then 0.6 s), each lead min-max scaled to [-1, 1],
 10 s windows of 1000 samples. Steps are small functions that take the sampling rate explicitly.
 
+The last step, the scaling, is a recipe choice (:data:`SCALINGS`):
+
+- ``"minmax"`` (the paper's): each lead to [-1, 1] on its own. Absolute and between-lead voltage is
+  lost, so low QRS voltage (a clinical sign of effusion and anasarca) and LVH voltage cannot be seen;
+- ``"fixed_mv"``: every lead divided by the same full scale (``full_scale_mv``, 4 mV by default)
+  and clipped to [-1, 1]: amplitude is kept, only beats taller than the full scale are clipped.
+
 The pipeline is split at the point where the signal is still in millivolts
 (:func:`condition`), because training augments in mV before scaling (3KG); the bedside runs
-:func:`preprocess_window`, which is exactly ``scale_minmax(condition(...))``.
+:func:`preprocess_window`, which is exactly ``scale(condition(...), recipe)``. :func:`scale` is the
+one definition of the scaling, used by training, export and the bedside.
 
 Gaps: a window holding NaN samples raises :class:`GapError` naming each NaN run. It is never
 zero-filled: a flat line reads as asystole. Training skips and counts such records; the bedside
@@ -28,6 +36,8 @@ from bedside.errors import GapError
 from bedside.leads import CANONICAL_LEADS
 
 RECIPE_NAME = "cromotex-v1"
+#: Input scalings a recipe may name (see the module docstring).
+SCALINGS: tuple[str, ...] = ("minmax", "fixed_mv")
 
 
 @dataclass(frozen=True)
@@ -41,7 +51,8 @@ class Recipe:
     baseline_filters_s: tuple[float, ...] = (0.2, 0.6)
     median_mode: str = "nearest"  # edge handling of the median filters (scipy.ndimage)
     resampler: str = "polyphase"  # scipy.signal.resample_poly, Kaiser window (scipy default)
-    scaling: str = "minmax"  # per lead, to [-1, 1]; a flat lead maps to 0
+    scaling: str = "minmax"  # SCALINGS: "minmax" per lead to [-1, 1] (a flat lead maps to 0), or "fixed_mv"
+    full_scale_mv: float = 4.0  # "fixed_mv" only: this many mV map to 1.0; larger values are clipped
     nan_policy: str = "reject"  # a window with any NaN is refused, never zero-filled
     units: str = "mV"
 
@@ -75,8 +86,10 @@ class Recipe:
         """Raise ValueError naming the field when a value is one this code cannot apply."""
         if self.name != RECIPE_NAME:
             raise ValueError(f"preprocessing recipe {self.name!r} is not implemented here (only {RECIPE_NAME!r})")
-        if self.scaling != "minmax":
-            raise ValueError(f"recipe scaling {self.scaling!r} unknown; choices: ['minmax']")
+        if self.scaling not in SCALINGS:
+            raise ValueError(f"recipe scaling {self.scaling!r} unknown; choices: {list(SCALINGS)}")
+        if not (math.isfinite(self.full_scale_mv) and 0.1 <= self.full_scale_mv <= 50.0):
+            raise ValueError(f"recipe full_scale_mv={self.full_scale_mv} must be a number of mV in [0.1, 50]")
         if self.nan_policy != "reject":
             raise ValueError(f"recipe nan_policy {self.nan_policy!r} unknown; choices: ['reject']")
         if self.resampler != "polyphase":
@@ -176,6 +189,20 @@ def scale_minmax(x: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def scale_fixed_mv(x: np.ndarray, full_scale_mv: float) -> np.ndarray:
+    """Divide by ``full_scale_mv`` (mV) and clip to [-1, 1]: the same factor for every lead, so amplitude is kept."""
+    return np.clip(np.asarray(x, dtype=np.float32) / np.float32(full_scale_mv), -1.0, 1.0).astype(np.float32)
+
+
+def scale(x_mv: np.ndarray, recipe: Recipe = DEFAULT_RECIPE) -> np.ndarray:
+    """The recipe's input scaling of conditioned windows [..., leads, n] in mV (the one definition)."""
+    if recipe.scaling == "minmax":
+        return scale_minmax(x_mv)
+    if recipe.scaling == "fixed_mv":
+        return scale_fixed_mv(x_mv, recipe.full_scale_mv)
+    raise ValueError(f"recipe scaling {recipe.scaling!r} unknown; choices: {list(SCALINGS)}")
+
+
 def condition(x_mv: np.ndarray, fs_hz: float, recipe: Recipe = DEFAULT_RECIPE) -> np.ndarray:
     """A [12, n] window in mV at ``fs_hz`` to [12, window_samples] mV at the recipe's rate.
 
@@ -196,7 +223,7 @@ def condition(x_mv: np.ndarray, fs_hz: float, recipe: Recipe = DEFAULT_RECIPE) -
 
 def preprocess_window(x_mv: np.ndarray, fs_hz: float, recipe: Recipe = DEFAULT_RECIPE) -> np.ndarray:
     """The full recipe: raw [12, n] mV at ``fs_hz`` to the model input [12, 1000] in [-1, 1]."""
-    return scale_minmax(condition(x_mv, fs_hz, recipe))
+    return scale(condition(x_mv, fs_hz, recipe), recipe)
 
 
 def window_starts(n_samples: int, fs_hz: float, hop_s: float, recipe: Recipe = DEFAULT_RECIPE) -> list[int]:

@@ -2,7 +2,7 @@
 :func:`export.pipeline.run_export`).
 
 Exit status: 0 when every requested bundle was written; 1 when the export is refused or fails
-(parity above tolerance, bad input: nothing is written); 3 when the FP32 bundle was written but a
+(parity above tolerance, no label validated, bad input: nothing is written); 3 when the FP32 bundle was written but a
 requested variant (INT8, FP16) was refused by its AUROC gate or the TensorRT build failed.
 """
 
@@ -58,6 +58,9 @@ EXIT_VARIANT_REFUSED = 3
               default=QuantOptions.calibrate_method, show_default=True)
 @click.option("--max-auroc-drop", type=float, default=MAX_AUROC_DROP, show_default=True,
               help="Largest test AUROC fall of any pathology a variant may show against FP32.")
+@click.option("--allow-unvalidated", is_flag=True,
+              help="Development only: write the bundle even when no label's validation AUROC is credibly above "
+                   "chance (such labels never alarm at the bedside).")
 @click.option("--model-name", default=None, help="[default: cromotex-ecg-<method>]")
 @click.option("--model-version", default=None, help="[default: first 12 hex of the checkpoint's sha256]")
 @click.pass_context
@@ -66,21 +69,25 @@ def export_command(ctx: click.Context, source: Path, out: Path, cache: Path | No
                    parity_records: tuple[Path, ...], parity_windows: int, parity_atol: float,
                    max_windows: int | None, hop_s: float, int8_format: str, int8_per_channel: bool,
                    int8_calibration_windows: int, int8_ops: str, int8_calibrate_method: str, max_auroc_drop: float,
-                   model_name: str | None, model_version: str | None) -> None:
+                   allow_unvalidated: bool, model_name: str | None, model_version: str | None) -> None:
     """Export a fine-tuned checkpoint (RUN_DIR of `trainer run`, or the .pt) to a model bundle.
 
     Checks parity with PyTorch (refuses above --parity-atol), fits calibration and thresholds on
-    validation, reports test metrics, and writes BUNDLE.onnx, BUNDLE.report.json/.md and the
-    requested variants. Verify a bundle with `bedside verify BUNDLE`.
+    validation, validates each label (subject-level validation AUROC interval above 0.5; labels that
+    fail never alarm, and an export where none passes is refused), reports test metrics, and writes
+    BUNDLE.onnx, BUNDLE.report.json/.md and the requested variants. Verify a bundle with
+    `bedside verify BUNDLE`.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from bedside.preprocess import Recipe
     from export.data import open_cache
     from export.onnx_export import ExportError, load_checkpoint
     from export.parity import ParityError
     from export.pipeline import ExportSettings, run_export
     from export.thresholds import OperatingPoint
+    from export.validation import UnvalidatedModel
 
     console = Console(stderr=True)
     try:
@@ -105,7 +112,8 @@ def export_command(ctx: click.Context, source: Path, out: Path, cache: Path | No
                               int8=int8, fp16=fp16, tensorrt=tensorrt, opset=opset, parity_atol=parity_atol,
                               parity_records=tuple(parity_records), parity_windows=parity_windows,
                               max_windows=max_windows, hop_s=hop_s, quant=quant, max_auroc_drop=max_auroc_drop,
-                              model_name=model_name, model_version=model_version)
+                              allow_unvalidated=allow_unvalidated, model_name=model_name,
+                              model_version=model_version)
     def say(message: str) -> None:
         console.print(message, markup=False, highlight=False)
 
@@ -114,7 +122,11 @@ def export_command(ctx: click.Context, source: Path, out: Path, cache: Path | No
         cache_dir = cache or ckpt.data.get("cache_dir")
         if not cache_dir:
             raise ExportError(f"{ckpt.path} names no cache_dir; give --cache CACHE")
-        val, test, manifest_sha256 = open_cache(cache_dir, ckpt.labels)
+        try:
+            recipe = Recipe.from_dict(ckpt.data["recipe"])
+        except (TypeError, ValueError) as exc:
+            raise ExportError(f"{ckpt.path}: preprocessing recipe not usable here: {exc}") from exc
+        val, test, manifest_sha256 = open_cache(cache_dir, ckpt.labels, recipe)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console) as progress:
             def track(description: str, total: int):
@@ -124,6 +136,8 @@ def export_command(ctx: click.Context, source: Path, out: Path, cache: Path | No
             result = run_export(ckpt, val, test, manifest_sha256, out, settings, track, say)
     except ParityError as exc:
         raise click.ClickException(f"export refused, parity check failed: {exc}") from exc
+    except UnvalidatedModel as exc:
+        raise click.ClickException(f"export refused, {exc}") from exc
     except ExportError as exc:
         raise click.ClickException(f"export failed: {exc}") from exc
     from export.report import report_paths

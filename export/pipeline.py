@@ -6,7 +6,11 @@ Steps (``trainer export`` is a thin layer over :func:`run_export`):
 2. parity with PyTorch on real records and test windows; refused (nothing written) above 1e-4;
 3. per variant (FP32, and INT8 / FP16 when asked): outputs on validation and test, calibration
    fitted on validation, thresholds chosen on calibrated validation probabilities at the operating
-   point, test metrics; INT8 and FP16 must keep every test AUROC within 0.005 of FP32;
+   point, test metrics (subject-level AUROC intervals); INT8 and FP16 must keep every test AUROC
+   within 0.005 of FP32;
+   per label, whether the FP32 model learned it (:mod:`export.validation`): a label whose
+   subject-level validation AUROC interval does not lie above 0.5 never alarms at the bedside, and
+   an export where no label is validated is refused unless ``allow_unvalidated``;
 4. the golden input (a real record's windows when given) with each variant's expected output;
 5. bundles written atomically, then the report (JSON + markdown) beside them, then the TensorRT
    engine when asked for and TensorRT is installed.
@@ -37,6 +41,8 @@ from export.onnx_export import (DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, Checkpoi
 from export.parity import PARITY_ATOL, ParityResult, check_parity, compare, record_windows
 from export.quantize import MAX_AUROC_DROP, GateResult, QuantOptions, auroc_gate, convert_fp16, quantize_int8
 from export.thresholds import OperatingPoint, choose_thresholds, sens_spec
+from export.validation import (UnvalidatedModel, describe, label_validation, not_validated, refusal_message,
+                               training_checks)
 from trainer.checkpoint import json_safe
 
 log = logging.getLogger(__name__)
@@ -69,7 +75,8 @@ class ExportSettings:
     max_auroc_drop: float = MAX_AUROC_DROP
     model_name: str | None = None
     model_version: str | None = None
-    bootstrap: int = 500
+    bootstrap: int = 500  # replicates of the subject-level intervals (0: none, so no label can be validated)
+    allow_unvalidated: bool = False  # development: write a bundle even when no label is validated
 
 
 @dataclass
@@ -83,6 +90,7 @@ class Variant:
     test_metrics: dict[str, dict[str, Any]]
     val_rates: dict[str, dict[str, float]]
     test_auroc: dict[str, float]
+    val_raw: np.ndarray | None = field(default=None, repr=False)  # raw validation outputs [N, K]
     gate: GateResult | None = None
     golden: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
@@ -128,18 +136,25 @@ def measure_variant(name: str, model: onnx.ModelProto, val: Split, test: Split, 
     except ValueError as exc:
         raise ExportError(f"validation split ({len(val)} windows): {exc}") from exc
     test_cal = apply_calibration(test_raw, labels, calibration)
-    metrics = label_metrics(test.labels, test_raw, test_cal, labels, thresholds, settings.bootstrap)
+    metrics = label_metrics(test.labels, test_raw, test_cal, labels, thresholds, settings.bootstrap, test.groups)
     val_rates = {}
     for k, label in enumerate(labels):
         sens, spec = sens_spec(val.labels[:, k], val_cal[:, k], thresholds[label])
         val_rates[label] = {"sensitivity": sens, "specificity": spec}
-    return Variant(name, model, calibration, thresholds, metrics, val_rates, aurocs(test.labels, test_raw, labels))
+    return Variant(name, model, calibration, thresholds, metrics, val_rates, aurocs(test.labels, test_raw, labels),
+                   val_raw)
 
 
 def bundle_metadata(ckpt: Checkpoint, recipe: Recipe, variant: Variant, settings: ExportSettings,
-                    manifest_sha256: str | None, created_utc: str) -> dict[str, Any]:
-    """The ``cromotex.metadata`` of one variant (see docs/bundle.md and bedside/bundle_schema.json)."""
+                    manifest_sha256: str | None, created_utc: str, validation: dict[str, Any],
+                    checks: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``cromotex.metadata`` of one variant (see docs/bundle.md and bedside/bundle_schema.json).
+
+    ``validation`` is the FP32 model's ``label_validation`` block (every variant carries it);
+    ``checks`` the run's ``training_checks`` for the deployed seed, omitted when None.
+    """
     d = ckpt.data
+    extra = {} if checks is None else {"training_checks": checks}
     return json_safe({
         "format": "cromotex-bundle", "format_version": 1,
         "model_name": settings.model_name or f"cromotex-ecg-{d.get('method', 'classifier')}",
@@ -154,7 +169,7 @@ def bundle_metadata(ckpt: Checkpoint, recipe: Recipe, variant: Variant, settings
                             "split": "validation"},
         "golden": variant.golden, "variant": variant.name,
         "cohort_manifest_sha256": manifest_sha256, "config_sha256": ckpt.config_sha256,
-        "test_metrics": variant.test_metrics,
+        "test_metrics": variant.test_metrics, "label_validation": validation, **extra,
         "exporter_version": f"cromotex-export {__version__}",
         "checkpoint_sha256": ckpt.sha256, "method": d.get("method"), "seed": d.get("seed"),
         "opset": settings.opset,
@@ -184,6 +199,25 @@ def _check_inputs(ckpt: Checkpoint, recipe: Recipe, val: Split, test: Split, man
                           "give --cache the cache the model was trained on")
 
 
+def check_labels(fp32: Variant, val: Split, labels: list[str], settings: ExportSettings,
+                 say: Callable[[str], None]) -> dict[str, Any]:
+    """The ``label_validation`` block of the FP32 model; UnvalidatedModel when no label is (unless allowed)."""
+    assert fp32.val_raw is not None
+    block = label_validation(val.labels, fp32.val_raw, val.groups, labels, settings.bootstrap)
+    missing = not_validated(block)
+    for label, e in block["labels"].items():
+        say(f"{'validated' if e['validated'] else 'NOT VALIDATED'}: {describe(label, e)}")
+    if len(missing) == len(labels):
+        if not settings.allow_unvalidated:
+            raise UnvalidatedModel(refusal_message(block))
+        say("WARNING: no label is validated; writing the bundle anyway (--allow-unvalidated): it raises no "
+            "risk alarm at the bedside. For development only")
+    elif missing:
+        say(f"WARNING: labels not validated: {', '.join(missing)}; the bedside logs and shows their risk "
+            "but never raises an alarm for them")
+    return block
+
+
 def run_export(ckpt: Checkpoint, val: Split, test: Split, manifest_sha256: str | None, out: Path,
                settings: ExportSettings, track: Tracker = _no_progress,
                say: Callable[[str], None] = log.info) -> ExportResult:
@@ -193,7 +227,11 @@ def run_export(ckpt: Checkpoint, val: Split, test: Split, manifest_sha256: str |
     recipe = Recipe.from_dict(ckpt.data["recipe"])
     labels = ckpt.labels
     _check_inputs(ckpt, recipe, val, test, manifest_sha256)
-    val, test = val.subset(settings.max_windows), test.subset(settings.max_windows)
+    # the model's own recipe scales its input, whatever the splits were opened with
+    val, test = (s.with_recipe(recipe).subset(settings.max_windows) for s in (val, test))
+    checks = training_checks(ckpt.run_dir, ckpt.data.get("seed"))
+    for flag in checks["flags"] if checks else ():
+        say(f"WARNING training check: {flag}")
 
     torch_model = probability_model(ckpt)
     say(f"exporting {ckpt.path} to ONNX (opset {settings.opset})")
@@ -214,6 +252,7 @@ def run_export(ckpt: Checkpoint, val: Split, test: Split, manifest_sha256: str |
     say("parity: " + "; ".join(f"{r.source} {r.windows} windows max |diff| {r.max_abs_diff:.2e}" for r in parity))
 
     variants = [measure_variant("fp32", fp32_model, val, test, labels, settings, track)]
+    validation = check_labels(variants[0], val, labels, settings, say)
     candidates: list[tuple[str, Callable[[], onnx.ModelProto]]] = []
     if settings.int8:
         calib = val.subset(settings.quant.calibration_windows).inputs(settings.quant.calibration_windows)
@@ -239,7 +278,7 @@ def run_export(ckpt: Checkpoint, val: Split, test: Split, manifest_sha256: str |
     for v in variants:
         if v.accepted:
             v.path = variant_path(out, v.name)
-            meta = bundle_metadata(ckpt, recipe, v, settings, manifest_sha256, created)
+            meta = bundle_metadata(ckpt, recipe, v, settings, manifest_sha256, created, validation, checks)
             v.sha256 = write_bundle(v.model, meta, v.path)
             say(f"wrote {v.path} ({v.name}, sha256 {v.sha256})")
     refused = [v.name for v in variants if not v.accepted]
@@ -260,6 +299,7 @@ def run_export(ckpt: Checkpoint, val: Split, test: Split, manifest_sha256: str |
             trt = {"built": False, "reason": f"TensorRT build failed: {exc}"}
             refused.append("tensorrt")
             say(trt["reason"])
-    report = build_report(ckpt, settings, manifest_sha256, val, test, parity, variants, fp16_dev, trt)
+    report = build_report(ckpt, settings, manifest_sha256, val, test, parity, variants, fp16_dev, trt,
+                          label_validation=validation, training_checks=checks)
     write_report(report, out)
     return ExportResult(parity, variants, report, refused, trt)

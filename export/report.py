@@ -1,6 +1,7 @@
 """The export report: ``BUNDLE.report.json`` and ``BUNDLE.report.md`` beside the bundle.
 
-It records what was exported from what, the parity numbers, and per variant the calibration,
+It records what was exported from what, the parity numbers, which labels are validated (may alarm)
+and the run's training checks, and per variant the calibration,
 thresholds, validation rates at the operating point, test AUROC (95 % CI), AP, sensitivity and
 specificity at the thresholds, the AUROC gate and the file written (or why none was).
 """
@@ -24,7 +25,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def build_report(ckpt: "Checkpoint", settings: "ExportSettings", manifest_sha256: str | None, val: "Split",
                  test: "Split", parity: list["ParityResult"], variants: list["Variant"], fp16_deviation: float,
-                 tensorrt: dict[str, Any] | None) -> dict[str, Any]:
+                 tensorrt: dict[str, Any] | None, *, label_validation: dict[str, Any] | None = None,
+                 training_checks: dict[str, Any] | None = None) -> dict[str, Any]:
     """The report as a JSON-ready dict."""
     return json_safe({
         "exporter_version": __version__,
@@ -35,6 +37,7 @@ def build_report(ckpt: "Checkpoint", settings: "ExportSettings", manifest_sha256
         "opset": settings.opset,
         "parity": {"atol": settings.parity_atol, "results": [r.to_dict() for r in parity]},
         "fp16_deviation": fp16_deviation,
+        "label_validation": label_validation, "training_checks": training_checks,
         "quantization": settings.quant.to_dict() if settings.int8 else None,
         "variants": [{
             "variant": v.name, "accepted": v.accepted, "path": str(v.path) if v.path else None,
@@ -63,7 +66,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += [f"| {r['source']} | {r['windows']} | {_f(r['max_abs_diff'], '.2e')} | {_f(r['mean_abs_diff'], '.2e')} |"
               for r in report["parity"]["results"]]
     lines += ["", f"FP16 arithmetic moves probabilities by up to {_f(report['fp16_deviation'], '.2e')} "
-              "(basis of the GPU golden tolerance).", "", "## Variants", ""]
+              "(basis of the GPU golden tolerance).", ""]
+    lines += _validation_lines(report.get("label_validation"), report.get("training_checks"))
+    lines += ["## Variants", ""]
     for v in report["variants"]:
         state = f"written to `{v['path']}` ({v['size_bytes']} bytes)" if v["accepted"] else "REFUSED, not written"
         lines += [f"### {v['variant'].upper()}: {state}", ""]
@@ -88,6 +93,22 @@ def render_markdown(report: dict[str, Any]) -> str:
                                        f"{trt['gpu']}, built in {trt['build_s']} s" if trt["built"]
                                        else f"Not built: {trt['reason']}"), ""]
     return "\n".join(lines)
+
+
+def _validation_lines(block: dict[str, Any] | None, checks: dict[str, Any] | None) -> list[str]:
+    """The label validation table and the training check flags (markdown lines)."""
+    lines: list[str] = []
+    if block:
+        lines += ["## Label validation (FP32, validation split)", "", f"Rule: {block['rule']} "
+                  f"({block['replicates']} replicates). Labels not validated never raise an alarm.", "",
+                  "| label | validated | AUROC [95% CI] | subjects | positives | reason |", "|---|---|---|---|---|---|"]
+        lines += [f"| {label} | {'yes' if e['validated'] else 'NO'} | {_f(e['auroc'])} [{_f(e['low'])}, "
+                  f"{_f(e['high'])}] | {e['subjects']} | {e['positives']} | {e['reason']} |"
+                  for label, e in block["labels"].items()]
+        lines.append("")
+    if checks:
+        lines += ["## Training checks", ""] + ([f"- {f}" for f in checks["flags"]] or ["No flags."]) + [""]
+    return lines
 
 
 def report_paths(out: Path) -> tuple[Path, Path]:

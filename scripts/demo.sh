@@ -9,7 +9,7 @@ t0=$(date +%s)
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 OUT=${DEMO_DIR:-demo}
-SUBJECTS=${DEMO_SUBJECTS:-200}
+SUBJECTS=${DEMO_SUBJECTS:-1000}
 rm -rf "$OUT"
 mkdir -p "$OUT"
 step() { printf '\n==> %s (%ds)\n' "$1" "$(( $(date +%s) - t0 ))"; }

@@ -52,15 +52,17 @@ def write_record(folder: Path, name: str, x_mv: np.ndarray, fs_hz: float, indepe
     return folder / name
 
 
-def polarity_bundle(path: Path, gain: float = 0.01, threshold: float = 0.5) -> Path:
+def polarity_bundle(path: Path, gain: float = 0.01, threshold: float = 0.5,
+                    not_validated: tuple[str, ...] = ()) -> Path:
     """A bundle whose edema score is sigmoid(gain * sum of scaled lead I): ~0 for upright QRS, ~1 inverted.
 
-    Pleural effusion and cardiomegaly stay near 0 (bias -6).
+    Pleural effusion and cardiomegaly stay near 0 (bias -6). Labels in ``not_validated`` never alarm.
     """
     weights = np.zeros((12 * 1000, len(LABELS)), dtype=np.float32)
     weights[LEAD_INDEX["I"] * 1000:(LEAD_INDEX["I"] + 1) * 1000, LABELS.index("edema")] = gain
     bias = np.array([0.0 if label == "edema" else -6.0 for label in LABELS], dtype=np.float32)
-    return make_bundle(path, weights=weights, bias=bias, thresholds={label: threshold for label in LABELS})
+    return make_bundle(path, weights=weights, bias=bias, thresholds={label: threshold for label in LABELS},
+                       not_validated=not_validated)
 
 
 def flip_lead_i(x_mv: np.ndarray, fs_hz: float, spans_s: list[tuple[float, float]]) -> np.ndarray:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bedside.preprocess import DEFAULT_RECIPE, scale_minmax
+from bedside.preprocess import DEFAULT_RECIPE, scale
 from export.data import Split
 from trainer.ecg_model import EcgClassifier, EcgEncoderConfig, HeadConfig, ProbabilityModel
 
@@ -41,7 +41,7 @@ def tiny_checkpoint(path: Path, seed: int = 0, manifest_sha256: str | None = Non
 def model_scores(model: ProbabilityModel, ecg_mv: np.ndarray) -> np.ndarray:
     """FP32 PyTorch probabilities [N, K] of conditioned windows in mV."""
     with torch.inference_mode():
-        return model(torch.from_numpy(scale_minmax(ecg_mv))).numpy()
+        return model(torch.from_numpy(scale(ecg_mv, DEFAULT_RECIPE))).numpy()
 
 
 def random_windows(n: int, seed: int = 0) -> np.ndarray:
@@ -114,7 +114,7 @@ def write_cache(root: Path, val: Split, test: Split, labels: list[str] = LABELS)
                 arr[:] = getattr(split, name)
             arr.flush()
             del arr
-        (folder / PAIRS_CSV).write_text("subject_id\n" + "".join(f"{i}\n" for i in range(n)))
+        (folder / PAIRS_CSV).write_text("subject_id\n" + "".join(f"{g}\n" for g in split.groups))
     manifest = {"format": FORMAT, "version": VERSION, "labels": list(labels), "recipe": DEFAULT_RECIPE.to_dict(),
                 "counts": {val.name: len(val), test.name: len(test)}}
     raw = json.dumps(manifest, indent=2).encode()

@@ -142,7 +142,7 @@ def feed(system: AlarmSystem, w: WindowResult):
 
 def test_risk_alarm_raises_after_persistence_and_clears_with_hysteresis():
     config = load_alarm_config()
-    system = AlarmSystem(config, LABELS, THRESHOLDS, hop_s=5.0)
+    system = AlarmSystem(config, LABELS, THRESHOLDS, hop_s=5.0, validated=LABELS)
     high = {"edema": 0.9, "pleural_effusion": 0.1, "cardiomegaly": 0.1}
     changes = []
     for i in range(6):
@@ -164,7 +164,7 @@ def test_risk_alarm_raises_after_persistence_and_clears_with_hysteresis():
 def test_heart_rate_limits_with_hysteresis():
     config = load_alarm_config()
     hr = config.heart_rate
-    system = AlarmSystem(config, [], {}, hop_s=5.0)
+    system = AlarmSystem(config, [], {}, hop_s=5.0, validated=())
     out = []
     for i, bpm in enumerate([80, hr.high_bpm + 10, hr.high_bpm + 10, hr.high_bpm - 2, hr.high_bpm - 10]):
         out += [(i, c.alarm, c.state) for c in feed(system, window(5.0 * i, hr=bpm))]
@@ -175,7 +175,7 @@ def test_heart_rate_limits_with_hysteresis():
 
 
 def test_technical_conditions_follow_the_reason_a_window_was_not_scored():
-    system = AlarmSystem(load_alarm_config(), LABELS, THRESHOLDS, hop_s=5.0)
+    system = AlarmSystem(load_alarm_config(), LABELS, THRESHOLDS, hop_s=5.0, validated=LABELS)
     out = feed(system, window(10.0, reason="lead off"))
     assert [(c.alarm, c.state, c.kind) for c in out] == [("lead_off", A.ACTIVE, AlarmKind.TECHNICAL)]
     # a gap says nothing about the electrodes: lead off stays; the gap alarm rises
@@ -186,7 +186,7 @@ def test_technical_conditions_follow_the_reason_a_window_was_not_scored():
 
 
 def test_pause_audio_silences_every_sounding_alarm_and_new_alarms_still_sound():
-    system = AlarmSystem(load_alarm_config(), LABELS, THRESHOLDS, hop_s=5.0)
+    system = AlarmSystem(load_alarm_config(), LABELS, THRESHOLDS, hop_s=5.0, validated=LABELS)
     system.set_condition("storage_failing", True, 1.0, "disk full")
     system.set_condition("no_data", True, 1.0)
     assert system.sounding_priority() == Priority.MEDIUM
@@ -199,7 +199,7 @@ def test_pause_audio_silences_every_sounding_alarm_and_new_alarms_still_sound():
 
 
 def test_acknowledge_unknown_alarm_names_the_known_ones():
-    system = AlarmSystem(load_alarm_config(), LABELS, THRESHOLDS, hop_s=5.0)
+    system = AlarmSystem(load_alarm_config(), LABELS, THRESHOLDS, hop_s=5.0, validated=LABELS)
     with pytest.raises(KeyError, match="edema"):
         system.acknowledge("edmea", "x", 0.0)
 
@@ -213,7 +213,7 @@ def test_priorities_come_from_the_settings_file(tmp_path):
     path = tmp_path / "alarms.toml"
     path.write_text(text)
     config = load_alarm_config(path)
-    system = AlarmSystem(config, LABELS, THRESHOLDS, hop_s=5.0)
+    system = AlarmSystem(config, LABELS, THRESHOLDS, hop_s=5.0, validated=LABELS)
     assert system.machines["lead_off"].priority == Priority.HIGH
     assert (system.machines["cardiomegaly"].priority, system.machines["cardiomegaly"].latching) == (Priority.LOW, False)
     assert system.machines["edema"].priority == Priority.MEDIUM and system.machines["edema"].latching

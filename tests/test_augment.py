@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from bedside.leads import CANONICAL_LEADS, LEAD_INDEX, assemble_canonical
-from bedside.preprocess import condition, scale_minmax
+from bedside.preprocess import DEFAULT_RECIPE, condition, scale_minmax
 from trainer.augment import (DOWER_PINV, INVERSE_DOWER, Augment3KG, augment_view, leads_to_vcg, mask_stretches,
                              random_vcg_transform, transform_leads)
 
@@ -112,6 +114,19 @@ def test_augment_view_is_scaled_deterministic_and_different_per_seed():
     assert a.min() >= -1 and a.max() <= 1
     # every lead spans [-1, 1] except where masking removed an extreme
     assert np.mean(np.isclose(a.max(axis=1), 1.0)) >= 0.5
+
+
+def test_augment_view_with_fixed_mv_keeps_amplitude():
+    """The run's recipe scales the view: fixed_mv keeps a halved ECG half as tall, minmax stretches it back."""
+    x = random_ecg(11).astype(np.float32)
+    params = Augment3KG()
+    fixed = replace(DEFAULT_RECIPE, scaling="fixed_mv", full_scale_mv=20.0)  # large: nothing clips
+    a = augment_view(x, np.random.default_rng(3), params, fixed)
+    b = augment_view(0.5 * x, np.random.default_rng(3), params, fixed)
+    assert np.abs(a).max() < 1 and np.allclose(b, 0.5 * a, atol=1e-6)
+    c = augment_view(x, np.random.default_rng(3), params, DEFAULT_RECIPE)
+    d = augment_view(0.5 * x, np.random.default_rng(3), params, DEFAULT_RECIPE)
+    assert np.allclose(c, d, atol=1e-5) and not np.allclose(a, c)
 
 
 @pytest.mark.parametrize("field, value", [("rotation_deg", -1.0), ("scale_max", 0.5), ("mask_fraction", 1.0),

@@ -30,7 +30,8 @@ def test_synthetic_cohort_to_alarm_rows_in_sqlite(tmp_path):
     _ok(trainer.invoke(trainer_main, ["run", "--config", str(config), "--cache", str(tmp_path / "cache"),
                                       "--out", str(tmp_path / "run"), "--no-progress"]))
     bundle = tmp_path / "model.onnx"
-    _ok(trainer.invoke(trainer_main, ["export", str(tmp_path / "run"), "--out", str(bundle)]))
+    # the tiny run may learn no label credibly: allow such a bundle (its risks are logged, never alarmed)
+    _ok(trainer.invoke(trainer_main, ["export", str(tmp_path / "run"), "--out", str(bundle), "--allow-unvalidated"]))
     assert bundle.is_file()
     verified = _ok(bedside.invoke(bedside_main, ["verify", str(bundle)]))
     assert "golden" in verified and "checksum" in verified

@@ -1,4 +1,7 @@
-"""`trainer report`: metrics equal scikit-learn's, bootstrap intervals, table, plots, JSON, refusals."""
+"""`trainer report`: metrics equal scikit-learn's, bootstrap intervals, and reports of older run directories
+(no scaling, label fraction, checks or subject ids) with their table, plots, JSON and refusals.
+
+The current run.json contract is tested in tests/test_report_contract.py."""
 
 from __future__ import annotations
 
@@ -62,7 +65,7 @@ def test_rare_class_counts_undefined_replicates():
 
 def write_run(run_dir: Path, seeds: list[int], *, targets: np.ndarray, quality: dict[str, float],
               manifest: str = "abc", rng: np.random.Generator) -> None:
-    """A finished run directory as `trainer run` writes it: run.json and predictions files."""
+    """A finished run directory as `trainer run` wrote it before scalings, fractions, checks and subject ids."""
     models = []
     for seed in seeds:
         for method, q in quality.items():
@@ -101,13 +104,17 @@ def runs(tmp_path):
     return tmp_path, targets
 
 
-def test_report_over_two_run_dirs(runs):
+def test_old_format_report_over_two_run_dirs(runs):
     root, targets = runs
     out = root / "report"
     summary = build_report([root / "a", root / "b"], out, replicates=300)
-    assert list(summary["models"]) == ["supervised/binary", "supervised/multilabel", "cromotex/binary",
-                                       "cromotex/multilabel", "cxr/multilabel"]
-    entry = summary["models"]["cromotex/multilabel"]
+    assert list(summary["models"]) == ["supervised/binary/minmax/1", "supervised/multilabel/minmax/1",
+                                       "cromotex/binary/minmax/1", "cromotex/multilabel/minmax/1",
+                                       "cxr/multilabel/minmax/1"]
+    assert summary["bootstrap_level"] == "pair" and summary["primary_scaling"] == "minmax"
+    assert summary["low_label"] is None and summary["comparisons"]["floor"] == []
+    entry = summary["models"]["cromotex/multilabel/minmax/1"]
+    assert entry["scaling"] == "minmax" and entry["label_fraction"] == 1.0 and entry["checks"]["checked"] == 0
     assert len(entry["seeds"]) == 3
     for k, label in enumerate(LABELS):
         row = entry["labels"][label]
@@ -119,13 +126,20 @@ def test_report_over_two_run_dirs(runs):
         assert row["ap"]["per_seed"][0] == pytest.approx(average_precision_score(targets[:, k], probs))
         assert row["auroc"]["mean"] == pytest.approx(np.mean(row["auroc"]["per_seed"]))
         assert row["auroc"]["ci"]["low"] <= row["auroc"]["mean"] <= row["auroc"]["ci"]["high"]
-    assert summary["models"]["cxr/multilabel"]["labels"]["edema"]["auroc"]["mean"] > \
-        summary["models"]["supervised/multilabel"]["labels"]["edema"]["auroc"]["mean"]
+    assert summary["models"]["cxr/multilabel/minmax/1"]["labels"]["edema"]["auroc"]["mean"] > \
+        summary["models"]["supervised/multilabel/minmax/1"]["labels"]["edema"]["auroc"]["mean"]
     md = (out / "report.md").read_text()
-    assert "| CXR-only classifier (reference) | multilabel | 3 |" in md and "## Average precision" in md
+    assert "| CXR-only classifier (reference) | multilabel | 3 | not recorded |" in md
+    assert "## Average precision, minmax scaling" in md and "pair-level bootstrap" in md
+    assert "no subject ids (older run)" in md and "no learning checks recorded (older run)" in md
+    assert "No Crude ECG features + logistic regression (floor) in these runs" in md
+    # the full method against the supervised baseline, per protocol
+    full = {(r["protocol"], r["against_method"]) for r in summary["comparisons"]["full_method"]}
+    assert full == {("binary", "supervised"), ("multilabel", "supervised")}
     assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(summary))
     for name in ("roc.png", "pr.png", "curves.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / "low_label.png").exists()
 
 
 def test_report_command_prints_the_table(runs):

@@ -66,7 +66,7 @@ def test_frozen_densenet_keeps_weights_and_batchnorm_statistics():
 def test_alignment_stage_leaves_the_trained_cxr_encoder_unchanged(tmp_path):
     """The real stage (small CNN): after alignment the CXR encoder equals the cxr stage's checkpoint."""
     cache = write_tiny_cache(tmp_path / "cache")
-    loaded = load_config(tiny_config(tmp_path / "tiny.toml", epochs=2))
+    loaded = load_config(tiny_config(tmp_path / "tiny.toml", steps=6, eval_every=3))  # 2 epochs of 48 pairs
     ctx = make_context(loaded, cache, tmp_path / "run", progress=False)
     try:
         run_pretrain(ctx, 0)
@@ -74,10 +74,14 @@ def test_alignment_stage_leaves_the_trained_cxr_encoder_unchanged(tmp_path):
         saved = ckpt.load(ctx.checkpoint_path(0, "cxr"))["state_dict"]
         task = build_align(ctx, 0, "cromotex")
         before_ecg = state_copy(task.model.ecg_encoder)
-        fit(task, ctx.cfg.align.optim, seed=0, ckpt_dir=ctx.ckpt_dir(0), rt=ctx.rt, tracker=ctx.tracker,
-            config_sha256=ctx.config_sha256, log_tag="test")
+        result = fit(task, ctx.cfg.align.optim, seed=0, ckpt_dir=ctx.ckpt_dir(0), rt=ctx.rt, tracker=ctx.tracker,
+                     config_sha256=ctx.config_sha256, log_tag="test")
     finally:
         ctx.tracker.close()
+    # evaluated before the first step, every 3 steps and after the last, each time with the encoder checks
+    assert [h["global_step"] for h in result.history] == [0, 3, 6] and result.steps_run == 6 and result.epochs == 2.0
+    assert all({"loss", "spread_cos", "eff_rank", "probe_auroc"} <= set(h) for h in result.history)
+    assert result.initial["global_step"] == 0 and result.kept["global_step"] == result.best_step
     encoder_state = {k[len("encoder."):]: v for k, v in saved.items() if k.startswith("encoder.")}
     assert any("running_var" in k for k in encoder_state)
     assert_same_state(encoder_state, task.model.cxr_encoder)

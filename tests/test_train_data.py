@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from bedside.preprocess import scale_minmax
+from bedside.preprocess import DEFAULT_RECIPE, scale_fixed_mv, scale_minmax
 from tests.trainer_fixtures import write_tiny_cache
 from trainer.augment import Augment3KG
 from trainer.cache import CohortCache
@@ -28,6 +29,31 @@ def test_ecg_is_the_shared_scaling_of_the_cached_millivolts(cache):
     assert np.array_equal(item["ecg"][0].numpy(), scale_minmax(np.asarray(split.ecg[3])))
     assert np.array_equal(item["labels"].numpy(), split.labels[3])
     assert "cxr" not in item
+
+
+def test_recipe_picks_the_scaling(cache):
+    split = cache.split("train")
+    fixed = CacheDataset.from_split(split, fields=("ecg",), recipe=replace(DEFAULT_RECIPE, scaling="fixed_mv",
+                                                                           full_scale_mv=2.0))
+    raw = np.asarray(split.ecg[3])
+    assert np.array_equal(fixed[3]["ecg"][0].numpy(), scale_fixed_mv(raw, 2.0))
+    assert not np.allclose(fixed[3]["ecg"][0].numpy(), scale_minmax(raw))  # the amplitude is kept, not stretched
+
+
+def test_indices_keep_a_subset_of_the_split(cache):
+    """The low-label protocol: item i is the split's item indices[i], its labels, X-ray and label columns too."""
+    split = cache.split("train")
+    rows = [7, 2, 11]
+    ds = CacheDataset.from_split(split, fields=("ecg", "cxr"), indices=rows)
+    full = CacheDataset.from_split(split, fields=("ecg", "cxr"))
+    assert len(ds) == 3 and np.array_equal(ds.labels, np.asarray(split.labels)[rows])
+    for i, row in enumerate(rows):
+        a, b = ds[i], full[row]
+        assert torch.equal(a["ecg"], b["ecg"]) and torch.equal(a["cxr"], b["cxr"]) and torch.equal(a["labels"], b["labels"])
+    binary = CacheDataset.from_split(split, fields=("ecg",), indices=rows, label_columns=[1])
+    assert np.array_equal(binary.labels, np.asarray(split.labels)[rows][:, [1]])
+    augmented = CacheDataset.from_split(split, fields=("ecg",), indices=rows, augment=Augment3KG(), seed=2)
+    assert augmented[(0, 1)]["ecg"].shape == (1, 12, 1000)
 
 
 def test_cxr_in_torchxrayvision_range(cache):

@@ -32,7 +32,7 @@ def run(cmd: list[str]) -> subprocess.CompletedProcess:
 
 
 def config_with_batch(path: Path, batch: int) -> Path:
-    tiny_config(path, methods=("supervised",), deploy="supervised", epochs=2, dropout=0.0)
+    tiny_config(path, methods=("supervised",), deploy="supervised", steps=4, eval_every=2, dropout=0.0)
     path.write_text(path.read_text().replace("batch_size = 16", f"batch_size = {batch}"))
     return path
 
@@ -57,13 +57,15 @@ def test_two_gloo_ranks_equal_one_process_with_the_global_batch(tmp_path):
             a, b = torch.cat([a[:d], a[2 * d:]]), torch.cat([b[:d], b[2 * d:]])
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), key
 
-    # rank 0 alone writes: one summary, one line per logged step in metrics.jsonl
+    # rank 0 alone writes: one summary, one line per logged step and per evaluation in metrics.jsonl
     summary = json.loads((tmp_path / "ddp" / "seed_0" / "checkpoints" / "pretrain.json").read_text())
-    assert summary["epochs"] == 2
+    assert summary["steps"] == 4 and summary["epochs"] == 2.0  # 4 steps x 16 (8 x 2 ranks) / 32 pairs
     rows = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     steps = [r["global_step"] for r in rows if r["split"] == "train"]
-    assert steps == sorted(set(steps)) and len(steps) == 4  # 2 epochs x 32 / (8 x 2) steps, no duplicates
-    loss_ddp = [r["loss"] for r in rows if r["split"] == "train"]
+    assert steps == [1, 2, 3, 4]  # no duplicates from rank 1
+    evaluated = [r["global_step"] for r in rows if r["split"] == "val"]
+    assert evaluated == [0, 2, 4]  # before the first step, every 2 steps (the last included), once each
+    loss_ddp = [r["loss"] for r in rows if r["split"] in ("train", "val")]
     rows_one = [json.loads(line) for line in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
-    loss_one = [r["loss"] for r in rows_one if r["split"] == "train"]
+    loss_one = [r["loss"] for r in rows_one if r["split"] in ("train", "val")]
     assert loss_ddp == pytest.approx(loss_one, rel=1e-4)

@@ -45,6 +45,36 @@ def test_run_json_names_the_deployable_classifier(finished_run):
     assert doc["config_sha256"] == ckpt.sha256_file(config) == ckpt.sha256_file(run_dir / "config.toml")
     assert doc["cohort_manifest_sha256"] == CohortCache(cache).manifest_sha256
     assert "deployable classifier" in output and str(run_dir / doc["classifier"]) in output
+    # one deployed scaling (the default's), full labels only; every model says which
+    assert doc["scalings"] == [doc["primary_scaling"]] == ["minmax"] and doc["label_fractions"] == [1.0]
+    assert all(m["scaling"] == "minmax" for m in doc["models"] if m["method"] != "cxr")
+    assert all(m["label_fraction"] == 1.0 and set(m["checks"]) >= {"flags", "collapsed", "base_rate", "no_learning"}
+               for m in doc["models"])
+
+
+def test_stage_summaries_are_in_steps_with_their_checks(finished_run):
+    root, cache, config, run_dir, output = finished_run
+    doc = json.loads((run_dir / "run.json").read_text())
+    # 2 seeds x (pretrain, cxr, align multi-label + 3 binary, fine-tune multi-label + 3 binary)
+    assert len(doc["stages"]) == 2 * 10
+    for tag, s in doc["stages"].items():
+        assert s["steps"] == 6 and s["epochs"] == pytest.approx(6 / 2) and s["stopped_early"] is False, tag
+        assert s["best_step"] in (0, 3, 6) and s["resumed_from"] is None, tag  # an evaluated step
+        assert s["checks"]["final"]["global_step"] == s["best_step"], tag  # checks of the kept evaluation
+        written = json.loads((run_dir / f"seed_{s['seed']}" / "checkpoints" / f"{s['stage']}.json").read_text())
+        assert s == {k: v for k, v in written.items() if k != "metrics"}, tag
+    encoders = [s for s in doc["stages"].values() if s["stage"] == "pretrain" or s["stage"].startswith("align")]
+    assert encoders and all({"spread_cos", "eff_rank"} <= set(s["checks"]["final"]) for s in encoders)
+    classifiers = [s for s in doc["stages"].values() if "model_id" in s]
+    assert all({"base_rate_loss", "logit_sd"} <= set(s["checks"]["final"]) for s in classifiers)
+    # run.json lists every flag of every stage, and the CLI shows them (or says there were none)
+    flags = [f"{tag}: {f}" for tag, s in sorted(doc["stages"].items()) for f in s["checks"]["flags"]]
+    assert doc["check_flags"] == flags
+    if flags:
+        flagged = {tag for tag, s in doc["stages"].items() if s["checks"]["flags"]}
+        assert f"WARNING: {len(flagged)} stage(s) did not learn" in output and all(f in output for f in flags)
+    else:
+        assert "learning checks: no stage collapsed" in output
 
 
 def test_classifier_checkpoint_follows_the_contract(finished_run):
@@ -73,11 +103,15 @@ def test_test_predictions_cover_the_test_split_in_order(finished_run):
     test = CohortCache(cache).split("test")
     binary = [m for m in doc["models"] if m["protocol"] == "binary"]
     assert {m["target"] for m in binary} == set(CohortCache(cache).labels)
+    val = CohortCache(cache).split("val")
     for m in doc["models"]:
         with np.load(run_dir / m["predictions"]) as z:
             cols = [list(CohortCache(cache).labels).index(label) for label in z["labels"]]
             assert np.array_equal(z["test_targets"], np.asarray(test.labels)[:, cols])
             assert z["test_logits"].shape == z["test_targets"].shape and np.isfinite(z["test_logits"]).all()
+            # subject ids per item, for subject-level statistics (two pairs per subject in the tiny cache)
+            assert np.array_equal(z["test_groups"], test.subject_ids())
+            assert np.array_equal(z["val_groups"], val.subject_ids()) and len(z["val_groups"]) == len(z["val_logits"])
 
 
 def test_rerun_reuses_finished_stages(finished_run):
@@ -93,7 +127,7 @@ def test_rerun_reuses_finished_stages(finished_run):
 
 def test_another_config_in_the_same_run_dir_is_refused(finished_run, tmp_path):
     root, cache, config, run_dir, _ = finished_run
-    other = tiny_config(tmp_path / "other.toml", epochs=3)
+    other = tiny_config(tmp_path / "other.toml", steps=9)
     result = CliRunner().invoke(main, ["run", "--config", str(other), "--cache", str(cache), "--out", str(run_dir)])
     assert result.exit_code == 1 and "another configuration" in result.output and "new --out" in result.output
 

@@ -44,7 +44,8 @@ def write_tiny_cache(root: Path, counts: dict[str, int] | None = None, seed: int
         cxr.flush()
         del ecg, cxr
         np.save(folder / "labels.npy", labels)
-        rows = ["subject_id,study_id"] + [f"{i},{1000 + i}" for i in range(n)]
+        rows = ["subject_id,study_id"] + [f"{10_000 * (1 + list(counts).index(split)) + i // 2},{1000 + i}"
+                                          for i in range(n)]  # two pairs per subject
         (folder / "pairs.csv").write_text("\n".join(rows) + "\n")
     manifest = {"format": "cromotex-cache", "version": 1, "labels": list(LABELS), "recipe": DEFAULT_RECIPE.to_dict(),
                 "counts": counts}
@@ -85,22 +86,27 @@ arch = "small_cnn"
 width = 4
 
 [pretrain]
-epochs = {epochs}
+steps = {steps}
+eval_every_steps = {eval_every}
 batch_size = 16
 lr = 1e-3
-warmup_epochs = 0.5
+warmup_steps = 1
 patience = 0
 temperature = 0.1
 proj_dim = 16
 
 [cxr]
-epochs = {epochs}
+steps = {steps}
+eval_every_steps = {eval_every}
+warmup_steps = 1
 batch_size = 16
 lr = 1e-3
 patience = 0
 
 [align]
-epochs = {epochs}
+steps = {steps}
+eval_every_steps = {eval_every}
+warmup_steps = 1
 batch_size = 16
 lr = 1e-3
 patience = 0
@@ -108,7 +114,9 @@ temperature = 0.1
 proj_dim = 16
 
 [finetune]
-epochs = {epochs}
+steps = {steps}
+eval_every_steps = {eval_every}
+warmup_steps = 1
 batch_size = 16
 lr = 1e-3
 patience = 0
@@ -119,11 +127,11 @@ bootstrap = 200
 
 
 def tiny_config(path: Path, *, methods: tuple[str, ...] = ("cromotex",), protocols: tuple[str, ...] = ("multilabel",),
-                deploy: str = "cromotex", epochs: int = 2, ckpt_every: int = 1000, dropout: float = 0.1,
-                seeds: tuple[int, ...] = (0,)) -> Path:
-    """Write a tiny CPU config (seconds per stage) to ``path``."""
+                deploy: str = "cromotex", steps: int = 6, eval_every: int = 3, ckpt_every: int = 1000,
+                dropout: float = 0.1, seeds: tuple[int, ...] = (0,)) -> Path:
+    """Write a tiny CPU config (seconds per stage) to ``path``; 48 training pairs in batches of 16: 3 steps an epoch."""
     text = TINY_CONFIG.format(methods=json.dumps(list(methods)), protocols=json.dumps(list(protocols)), deploy=deploy,
-                              epochs=epochs, ckpt_every=ckpt_every, dropout=dropout)
+                              steps=steps, eval_every=eval_every, ckpt_every=ckpt_every, dropout=dropout)
     text = text.replace("seeds = [0]", f"seeds = {json.dumps(list(seeds))}")
     path.write_text(text)
     return path

@@ -23,21 +23,25 @@ import torch
 from torch import nn
 
 from trainer.checkpoint import seed_everything
-from trainer.context import RunContext
+from trainer.checks import fit_summary
+from trainer.context import RunContext, variant_suffix
 from trainer.cxr_train import STAGE as CXR_STAGE, frozen_cxr_encoder
 from trainer.data import eval_loader
 from trainer.distributed import DistEnv, gather, gather_with_grad
 from trainer.ecg_model import EcgEncoder
 from trainer.engine import fit, to_device, unwrap
 from trainer.losses import cross_modal_supcon
-from trainer.pretrain import ENCODER_KIND, STAGE as PRETRAIN_STAGE
+from trainer.pretrain import ENCODER_KIND, stage_id as pretrain_stage_id
+from trainer.probe import EncoderProbe
 
 ALIGN_METHODS: tuple[str, ...] = ("clip", "supcon", "cromotex")
 
 
-def stage_id(method: str, target: str | None) -> str:
-    """``align-<method>`` (multi-label, and clip always) or ``align-<method>-<label>`` (binary protocol)."""
-    return f"align-{method}" if target is None or method == "clip" else f"align-{method}-{target}"
+def stage_id(method: str, target: str | None, suffix: str = "") -> str:
+    """``align-<method>`` (multi-label, and clip always) or ``align-<method>-<label>`` (binary protocol),
+    then ``suffix`` (``@<scaling>`` off the deployed scaling; alignment never depends on the label fraction)."""
+    base = f"align-{method}" if target is None or method == "clip" else f"align-{method}-{target}"
+    return base + suffix
 
 
 class AlignModel(nn.Module):
@@ -72,18 +76,22 @@ def align_loss(model: nn.Module, ecg: torch.Tensor, cxr: torch.Tensor, labels: t
 
 
 class AlignTask:
-    def __init__(self, ctx: RunContext, seed: int, method: str, target: str | None, model: AlignModel) -> None:
+    def __init__(self, ctx: RunContext, seed: int, method: str, target: str | None, model: AlignModel,
+                 scaling: str) -> None:
         cfg = ctx.cfg.align
-        self.ctx, self.stage_id, self.model = ctx, stage_id(method, target), model
+        self.ctx, self.model = ctx, model
+        self.stage_id = stage_id(method, target, variant_suffix(scaling, ctx.primary_scaling))
         self.unsupervised = method == "clip"
         weighting = cfg.weighting if method == "cromotex" else "none"
         self.loss_kwargs = dict(temperature=cfg.temperature, weighting=weighting, alpha=cfg.alpha,
                                 topk_fraction=cfg.topk_fraction, direct_pair_weight=cfg.direct_pair_weight)
         aug = ctx.cfg.augment if cfg.augment else None
         label_target = None if self.unsupervised else target
-        self.train_data = ctx.dataset("train", fields=("ecg", "cxr"), augment=aug, seed=seed, target=label_target)
-        self.val_loader = eval_loader(ctx.dataset("val", fields=("ecg", "cxr"), target=label_target),
+        self.train_data = ctx.dataset("train", fields=("ecg", "cxr"), augment=aug, seed=seed, target=label_target,
+                                      scaling=scaling)
+        self.val_loader = eval_loader(ctx.dataset("val", fields=("ecg", "cxr"), target=label_target, scaling=scaling),
                                       cfg.optim.batch_size, ctx.rt.workers)
+        self.probe = EncoderProbe(ctx, scaling, cfg.optim.batch_size)
 
     def batch_loss(self, model: nn.Module, batch: dict[str, Any], env: DistEnv) -> torch.Tensor:
         labels = batch["index"] if self.unsupervised else batch["labels"]  # clip: one class per study
@@ -103,39 +111,41 @@ class AlignTask:
             if size >= 2:
                 total, n = total + float(self.batch_loss(model, batch, single)) * size, n + size
         loss = total / max(1, n)
-        return -loss, {"loss": loss}
+        return -loss, {"loss": loss, **self.probe.measure(model.ecg_encoder)}
 
 
-def build_align(ctx: RunContext, seed: int, method: str, target: str | None = None) -> AlignTask:
+def build_align(ctx: RunContext, seed: int, method: str, target: str | None = None,
+                scaling: str | None = None) -> AlignTask:
     """The alignment task of one method: pretrained ECG encoder, frozen CXR encoder of the cxr stage."""
     if method not in ALIGN_METHODS:
         raise ValueError(f"method {method!r} has no alignment stage; choices: {list(ALIGN_METHODS)}")
-    sid = stage_id(method, target)
-    pre = ctx.require(seed, PRETRAIN_STAGE, sid)
+    scaling = scaling or ctx.primary_scaling
+    sid = stage_id(method, target, variant_suffix(scaling, ctx.primary_scaling))
+    pre = ctx.require(seed, pretrain_stage_id(ctx, scaling), sid)
     cxr_saved = ctx.require(seed, CXR_STAGE, sid)
     seed_everything(seed)
     encoder = EcgEncoder(ctx.cfg.ecg)
     encoder.load_state_dict(pre["state_dict"], strict=True)
     cxr_encoder, cxr_dim = frozen_cxr_encoder(cxr_saved)
     model = AlignModel(encoder, cxr_encoder, cxr_dim, ctx.cfg.align.proj_dim)
-    return AlignTask(ctx, seed, method, target, model)
+    return AlignTask(ctx, seed, method, target, model, scaling)
 
 
-def run_align(ctx: RunContext, seed: int, method: str, target: str | None = None) -> dict[str, Any]:
+def run_align(ctx: RunContext, seed: int, method: str, target: str | None = None,
+              scaling: str | None = None) -> dict[str, Any]:
     """Align (or resume, or reuse) one method's ECG encoder; needs the pretrain and cxr stages of the seed."""
-    sid = stage_id(method, target)
+    scaling = scaling or ctx.primary_scaling
+    sid = stage_id(method, target, variant_suffix(scaling, ctx.primary_scaling))
     summary = ctx.done(seed, sid)
     if summary is not None:
         return summary
-    task = build_align(ctx, seed, method, target)
+    task = build_align(ctx, seed, method, target, scaling)
     result = fit(task, ctx.cfg.align.optim, seed=seed, ckpt_dir=ctx.ckpt_dir(seed), rt=ctx.rt, tracker=ctx.tracker,
                  config_sha256=ctx.config_sha256, log_tag=ctx.log_tag(seed, sid))
     trained = unwrap(task.model)
     payload = {"kind": ENCODER_KIND, "stage": sid, "method": method, "target": target,
                "encoder_config": trained.ecg_encoder.cfg.to_dict(),
                "state_dict": {k: v.detach().cpu() for k, v in trained.ecg_encoder.state_dict().items()},
-               "loss": task.loss_kwargs}
+               "loss": task.loss_kwargs, "scaling": scaling}
     return ctx.finish(seed, sid, payload, {"method": method, "target": target, "loss": task.loss_kwargs,
-                                           "seconds": result.seconds, "epochs": result.epochs_run,
-                                           "best_epoch": result.best_epoch, "val_score": result.best_score,
-                                           "stopped_early": result.stopped_early, "resumed_from": result.resumed_from})
+                                           "scaling": scaling, **fit_summary(result, "encoder", ctx.cfg.checks)})

@@ -7,7 +7,7 @@ Order of operations, per view (training only; the bedside never augments):
    by a random angle in [-45, 45] degrees about each axis, scale each axis by U(1, 1.5), project back
    to the 8 leads, and re-derive III, aVR, aVF, aVL from the new I and II with
    ``bedside.leads`` (so each lands in its canonical slot: the public code swapped aVL and aVF);
-2. ``bedside.preprocess.scale_minmax``: the one scaling that the bedside applies too;
+2. ``bedside.preprocess.scale`` with the run's recipe: the one scaling that the bedside applies too;
 3. mask a random 25 % stretch of each lead (its own start per lead).
 
 Why masking comes after the scaling, and with the lead's median: masking before the scaling would
@@ -32,7 +32,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from bedside.leads import LEAD_INDEX, assemble_canonical
-from bedside.preprocess import scale_minmax
+from bedside.preprocess import DEFAULT_RECIPE, Recipe, scale
 
 #: Columns of :data:`INVERSE_DOWER`, in the published order.
 DOWER_LEADS: tuple[str, ...] = ("V1", "V2", "V3", "V4", "V5", "V6", "I", "II")
@@ -108,8 +108,9 @@ def mask_stretches(x: np.ndarray, rng: np.random.Generator, fraction: float) -> 
     return out
 
 
-def augment_view(x_mv: np.ndarray, rng: np.random.Generator, params: Augment3KG) -> np.ndarray:
-    """One 3KG view of a conditioned [12, n] mV window, as the model input: scaled to [-1, 1], masked."""
+def augment_view(x_mv: np.ndarray, rng: np.random.Generator, params: Augment3KG,
+                 recipe: Recipe = DEFAULT_RECIPE) -> np.ndarray:
+    """One 3KG view of a conditioned [12, n] mV window, as the model input: scaled (recipe), masked."""
     matrix = random_vcg_transform(rng, params.rotation_deg, params.scale_max)
-    scaled = scale_minmax(transform_leads(x_mv, matrix, params.projection))
+    scaled = scale(transform_leads(x_mv, matrix, params.projection), recipe)
     return mask_stretches(scaled, rng, params.mask_fraction)

@@ -86,6 +86,16 @@ class CacheSplit:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def subject_ids(self) -> np.ndarray:
+        """Subject id of each item, int64 [N] (the ``subject_id`` column of pairs.csv, in item order)."""
+        import csv
+
+        with open(self.pairs_csv, newline="", encoding="utf-8") as f:
+            ids = [int(row["subject_id"]) for row in csv.DictReader(f)]
+        if len(ids) != len(self):
+            raise CacheError(f"{self.pairs_csv}: {len(ids)} rows for {len(self)} items. {_FIX}.")
+        return np.asarray(ids, dtype=np.int64)
+
 
 class CohortCache:
     """A validated cache. Raises CacheError when the manifest is missing or disagrees with the files."""

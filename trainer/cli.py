@@ -77,13 +77,15 @@ def _config_options(f: Any) -> Any:
     return f
 
 
-def _open(config_path: Path, cache: Path, run_dir: Path, device: str | None, no_progress: bool) -> Any:
+def _open(config_path: Path, cache: Path, run_dir: Path, device: str | None, no_progress: bool,
+          seeds: tuple[int, ...] = ()) -> Any:
     from trainer.cache import CacheError
     from trainer.config import ConfigError, load_config
     from trainer.pipeline import RunDirError, make_context
 
     try:
-        return make_context(load_config(config_path), cache, run_dir, device=device, progress=not no_progress)
+        return make_context(load_config(config_path), cache, run_dir, device=device, progress=not no_progress,
+                            seeds=seeds or None)
     except (ConfigError, RunDirError, CacheError, RuntimeError) as err:
         raise click.ClickException(str(err)) from None
 
@@ -101,13 +103,16 @@ def _run_guarded(fn: Any) -> Any:
 
 @main.command()
 @_config_options
-def run(config_path: Path, cache: Path, run_dir: Path, device: str | None, no_progress: bool) -> None:
+@click.option("--seed", "seeds", type=int, multiple=True,
+              help="Run only this seed (repeatable) instead of [run] seeds; e.g. one process per seed.")
+def run(config_path: Path, cache: Path, run_dir: Path, device: str | None, no_progress: bool,
+        seeds: tuple[int, ...]) -> None:
     """Run every stage of every method and seed in the config; writes RUN_DIR/run.json."""
     from trainer.distributed import shutdown
     from trainer.pipeline import run_all, torch_threads
 
     started = time.perf_counter()
-    ctx = _open(config_path, cache, run_dir, device, no_progress)
+    ctx = _open(config_path, cache, run_dir, device, no_progress, seeds)
     try:
         with torch_threads(ctx.cfg.run.threads):
             doc = _run_guarded(lambda: run_all(ctx))
@@ -121,6 +126,14 @@ def run(config_path: Path, cache: Path, run_dir: Path, device: str | None, no_pr
         score = "n/a" if deploy["val_score"] is None else f"{deploy['val_score']:.3f}"
         click.echo(f"deployable classifier: {run_dir / doc['classifier']} ({deploy['method']}, seed {deploy['seed']}, "
                    f"validation score {score})")
+        if doc["check_flags"]:
+            flagged = {line.split(": ", 1)[0] for line in doc["check_flags"]}  # a stage may have several flags
+            click.secho(f"WARNING: {len(flagged)} stage(s) did not learn as they should "
+                        "(trainer.checks; thresholds in [checks]):", fg="yellow", err=True)
+            for line in doc["check_flags"]:
+                click.secho(f"  {line}", fg="yellow", err=True)
+        else:
+            click.echo("learning checks: no stage collapsed, no classifier at the base rate, every stage learnt")
         click.echo(f"next: trainer report {run_dir}   |   trainer export {run_dir} --out model.onnx")
 
 
@@ -165,7 +178,9 @@ def stage(name: str, config_path: Path, cache: Path, run_dir: Path, device: str 
     if ctx.rt.env.is_main:
         score = "n/a" if summary["val_score"] is None else f"{summary['val_score']:.4f}"
         click.echo(f"{summary['stage']} (seed {seed}): {summary['checkpoint']} in {run_dir}, "
-                   f"best validation score {score} at epoch {summary['best_epoch'] + 1}")
+                   f"best validation score {score} at step {summary['best_step']}")
+        for flag in (summary.get("checks") or {}).get("flags", []):
+            click.secho(f"WARNING: {summary['stage']}: {flag}", fg="yellow", err=True)
 
 
 @main.command()

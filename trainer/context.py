@@ -8,19 +8,23 @@ Run directory layout (docs/checkpoints.md)::
     RUN_DIR/seed_<k>/predictions/<model>.npz    validation and test probabilities of each model
 
 Stage ids: ``pretrain``, ``cxr``, ``align-<method>[-<label>]``,
-``finetune-<method>-multilabel`` and ``finetune-<method>-binary-<label>``.
+``finetune-<method>-multilabel`` and ``finetune-<method>-binary-<label>``, each followed by
+``@<scaling>`` when trained on another scaling than the deployed one and ``@f<fraction>`` under the
+low-label protocol (e.g. ``finetune-cromotex-multilabel@f0.1``, ``pretrain@minmax``).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from trainer import checkpoint as ckpt
+from bedside.preprocess import Recipe
 from trainer.augment import Augment3KG
 from trainer.config import Config
 from trainer.data import CacheDataset
@@ -44,6 +48,7 @@ class RunContext:
     rt: Runtime
     tracker: Tracker
     summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _memo: dict[str, Any] = field(default_factory=dict)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -69,11 +74,44 @@ class RunContext:
             raise ValueError(f"label {target!r} is not in the cache's labels {list(self.labels)}")
         return [self.labels.index(target)]
 
+    def recipe(self, scaling: str) -> Recipe:
+        """The cache's preprocessing recipe with the model input scaling ``scaling`` (what a bundle records)."""
+        return replace(self.cache.recipe, scaling=scaling, full_scale_mv=self.cfg.preprocess.full_scale_mv)
+
+    @property
+    def primary_scaling(self) -> str:
+        """The scaling of the deployed model: the first of ``[preprocess] scalings``."""
+        return self.cfg.preprocess.scalings[0]
+
+    def groups(self, split: str) -> np.ndarray:
+        """Subject id per item of a split (for subject-level statistics)."""
+        key = f"groups:{split}"
+        if key not in self._memo:
+            self._memo[key] = self.cache.split(split).subject_ids()
+        return self._memo[key]
+
+    def labelled_subset(self, seed: int, fraction: float) -> np.ndarray | None:
+        """Training items whose labels the ECG side may use at a label fraction (None: all).
+
+        Subjects are put in a random order per seed and the first ``ceil(fraction x subjects)`` keep
+        their labels, so the subsets are nested (5 % within 10 % within 25 %) and every method of a
+        seed sees the same labelled subjects.
+        """
+        if fraction >= 1.0:
+            return None
+        groups = self.groups("train")
+        subjects = np.unique(groups)
+        order = np.random.default_rng([seed, 7_919]).permutation(subjects)
+        keep = order[:max(1, math.ceil(fraction * len(subjects)))]
+        return np.flatnonzero(np.isin(groups, keep))
+
     def dataset(self, split: str, *, fields: tuple[str, ...], augment: Augment3KG | None = None, views: int = 1,
-                seed: int = 0, target: str | None = None) -> CacheDataset:
+                seed: int = 0, target: str | None = None, scaling: str | None = None,
+                indices: np.ndarray | None = None) -> CacheDataset:
         """A dataset over one split of the cache (the test split only through trainer.evaluate's callers)."""
         return CacheDataset.from_split(self.cache.split(split), fields=fields, augment=augment, views=views, seed=seed,
-                                       label_columns=self.label_columns(target))
+                                       label_columns=self.label_columns(target),
+                                       recipe=self.recipe(scaling or self.primary_scaling), indices=indices)
 
     def log_tag(self, seed: int, stage_id: str) -> str:
         return f"seed{seed}/{stage_id}"
@@ -121,3 +159,9 @@ class RunContext:
         barrier(self.rt.env)
         self.summaries[self.log_tag(seed, stage_id)] = ckpt.json_safe(summary)
         return summary
+
+
+def variant_suffix(scaling: str, primary_scaling: str, fraction: float = 1.0) -> str:
+    """``@<scaling>`` off the deployed scaling and ``@f<fraction>`` under the low-label protocol ("" for neither)."""
+    out = "" if scaling == primary_scaling else f"@{scaling}"
+    return out if fraction >= 1.0 else f"{out}@f{fraction:g}"

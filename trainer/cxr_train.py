@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from trainer.checkpoint import seed_everything
+from trainer.checks import fit_summary
 from trainer.classify import ClassificationTask, final_evaluation
 from trainer.config import CxrModelConfig
 from trainer.context import RunContext
@@ -58,8 +59,7 @@ def run_cxr(ctx: RunContext, seed: int) -> dict[str, Any]:
                "state_dict": {k: v.detach().cpu() for k, v in trained.state_dict().items()}, "metrics": metrics}
     return ctx.finish(seed, STAGE, payload, {
         "model_id": MODEL_ID, "method": "cxr", "protocol": "multilabel", "modality": "cxr", "weights_source": source,
-        "seconds": result.seconds, "epochs": result.epochs_run, "best_epoch": result.best_epoch,
-        "val_score": result.best_score, "stopped_early": result.stopped_early, "resumed_from": result.resumed_from,
+        "scaling": None, "label_fraction": 1.0, **fit_summary(result, "classifier", ctx.cfg.checks),
         "metrics": metrics}, predictions=arrays)
 
 

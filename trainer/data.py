@@ -6,7 +6,7 @@ only the file paths and the small label array; each DataLoader worker opens its 
 memory maps, so the cohort is never loaded into memory and nothing large is pickled to workers.
 
 The ECG path per item: optional 3KG augmentation in mV (``trainer.augment``), then
-``bedside.preprocess.scale_minmax``, the one scaling the bedside applies too. CXRs are mapped to
+``bedside.preprocess.scale`` with the run's recipe, the one scaling the bedside applies too. CXRs are mapped to
 torchxrayvision's [-1024, 1024] range with ``xrv.utils.normalize(img, 255)``.
 
 Randomness: the sampler's order is a function of (seed, epoch) and each augmentation's random
@@ -25,7 +25,7 @@ import torch
 import torchxrayvision as xrv
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from bedside.preprocess import scale_minmax
+from bedside.preprocess import DEFAULT_RECIPE, Recipe, scale
 from trainer.augment import Augment3KG, augment_view
 
 FIELDS: tuple[str, ...] = ("ecg", "cxr")
@@ -36,13 +36,16 @@ class CacheDataset(Dataset):
 
     ``fields`` picks what is read (a stage that needs no X-ray never touches ``cxr.npy``);
     ``augment`` (3KG parameters) or None; ``views`` ECG views per item (2 for pretraining);
-    ``label_columns`` keeps some label columns (binary protocol) or all when None.
+    ``label_columns`` keeps some label columns (binary protocol) or all when None; ``recipe`` gives
+    the input scaling; ``indices`` keeps a subset of the split's items (the low-label protocol), in
+    which case item ``i`` is the split's item ``indices[i]``.
     Keys are indices or ``(epoch, index)`` pairs from :class:`EpochSampler`.
     """
 
     def __init__(self, ecg_path: str | Path, cxr_path: str | Path, labels: np.ndarray, *,
                  fields: Sequence[str] = ("ecg",), augment: Augment3KG | None = None, views: int = 1,
-                 seed: int = 0, label_columns: Sequence[int] | None = None) -> None:
+                 seed: int = 0, label_columns: Sequence[int] | None = None, recipe: Recipe = DEFAULT_RECIPE,
+                 indices: Sequence[int] | None = None) -> None:
         unknown = set(fields) - set(FIELDS)
         if unknown or not fields:
             raise ValueError(f"fields {list(fields)}: choose from {list(FIELDS)}")
@@ -51,7 +54,10 @@ class CacheDataset(Dataset):
         self.ecg_path = Path(ecg_path)
         self.cxr_path = Path(cxr_path)
         labels = np.array(labels, dtype=np.float32)  # a small in-memory copy: [N, K]
+        self.rows = np.arange(len(labels)) if indices is None else np.asarray(indices, dtype=np.int64)
+        labels = labels[self.rows]
         self.labels = labels if label_columns is None else np.ascontiguousarray(labels[:, list(label_columns)])
+        self.recipe = recipe
         self.fields = tuple(fields)
         self.augment = augment
         self.views = views
@@ -79,11 +85,11 @@ class CacheDataset(Dataset):
         return self._maps[name]
 
     def ecg_views(self, epoch: int, index: int) -> np.ndarray:
-        """[views, 12, n] model inputs for one cached window (augmented when configured)."""
-        x_mv = np.asarray(self._array("ecg")[index], dtype=np.float32)
+        """[views, 12, n] model inputs for item ``index`` (augmented when configured)."""
+        x_mv = np.asarray(self._array("ecg")[self.rows[index]], dtype=np.float32)
         if self.augment is None:
-            return scale_minmax(x_mv)[None]
-        out = [augment_view(x_mv, np.random.default_rng([self.seed, epoch, index, v]), self.augment)
+            return scale(x_mv, self.recipe)[None]
+        out = [augment_view(x_mv, np.random.default_rng([self.seed, epoch, index, v]), self.augment, self.recipe)
                for v in range(self.views)]
         return np.stack(out)
 
@@ -94,7 +100,7 @@ class CacheDataset(Dataset):
         if "ecg" in self.fields:
             item["ecg"] = torch.from_numpy(self.ecg_views(epoch, index))
         if "cxr" in self.fields:
-            img = xrv.utils.normalize(np.asarray(self._array("cxr")[index]), 255)
+            img = xrv.utils.normalize(np.asarray(self._array("cxr")[self.rows[index]]), 255)
             item["cxr"] = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None]
         return item
 

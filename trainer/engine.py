@@ -4,14 +4,15 @@ A stage hands :func:`fit` a :class:`Task` (its model, training data, loss and va
 and plain optimisation values. The loop runs AdamW with linear warm-up and cosine decay, bf16
 autocast on CUDA, gradient clipping, DDP when launched by torchrun, and:
 
-- saves ``<stage>_last.pt`` every ``checkpoint_every_steps`` steps and at each epoch's end with the
-  model, optimizer and scheduler states and the position (epoch, next batch); a rerun after a kill
-  resumes there. The random state needs no saving: each step seeds torch from (seed, rank, global
+- saves ``<stage>_last.pt`` every ``checkpoint_every_steps`` steps and at each evaluation with the
+  model, optimizer and scheduler states and the global step (the epoch and batch follow from it);
+  a rerun after a kill resumes there. The random state needs no saving: each step seeds torch from (seed, rank, global
   step), and the data order and augmentations are functions of (seed, epoch, index) (trainer.data),
   so a resumed run computes exactly what the uninterrupted one would have;
-- validates after each epoch on the validation split only (rank 0), keeps the best weights in
-  ``<stage>_best.pt`` and stops after ``patience`` epochs without improvement. The test split is
-  never seen here.
+- validates every ``eval_every_steps`` on the validation split only (rank 0), keeps the best weights
+  in ``<stage>_best.pt`` and stops after ``patience`` evaluations without improvement. Budgets are
+  optimizer steps, whatever the cohort size; epochs are a derived figure in the logs. The test
+  split is never seen here.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class Task(Protocol):
     def validate(self, model: nn.Module) -> tuple[float, dict[str, Any]]:
         """(score, metrics) on the validation split; higher scores are better."""
 
+    # optional: ``param_groups(lr) -> list[dict]`` for per-group learning rates (else one group)
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -62,13 +65,23 @@ class Runtime:
 @dataclass
 class FitResult:
     best_score: float
-    best_epoch: int
-    epochs_run: int
+    best_step: int
+    steps_run: int
     stopped_early: bool
-    global_steps: int
     seconds: float
+    epochs: float  # derived: steps x global batch / training samples
     resumed_from: dict[str, int] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def initial(self) -> dict[str, Any] | None:
+        """The evaluation before the first step (None when the stage was resumed past it and lost it)."""
+        return next((h for h in self.history if h["global_step"] == 0), None)
+
+    @property
+    def kept(self) -> dict[str, Any]:
+        """The evaluation whose weights the stage keeps."""
+        return next(h for h in self.history if h["global_step"] == self.best_step)
 
 
 class TrainingError(RuntimeError):
@@ -110,20 +123,31 @@ def _paths(ckpt_dir: Path, stage_id: str) -> tuple[Path, Path, Path]:
 
 def fit(task: Task, optim: OptimConfig, *, seed: int, ckpt_dir: Path, rt: Runtime, tracker: Tracker,
         config_sha256: str, log_tag: str) -> FitResult:
-    """Train ``task.model`` in place; on return it holds the best validation weights."""
+    """Train ``task.model`` in place for ``optim.steps`` steps; on return it holds the best validation weights.
+
+    The validation split is evaluated before the first step (the stage's starting point, which the
+    learning checks compare against and which may itself be kept), every ``eval_every_steps`` and
+    after the last step; ``patience`` counts evaluations.
+    """
     env = rt.env
     started = time.perf_counter()
     model = task.model.to(env.device)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=optim.lr, weight_decay=optim.weight_decay)
-    sampler = EpochSampler(len(task.train_data), optim.batch_size, seed=seed, rank=env.rank, world=env.world)
+    groups = task.param_groups(optim.lr) if hasattr(task, "param_groups") else [{"params": trainable}]
+    optimizer = torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay)
+    batch_size = optim.batch_size
+    if len(task.train_data) < batch_size * env.world:
+        batch_size = max(2, len(task.train_data) // env.world)
+        tracker.message(f"{log_tag}: {len(task.train_data)} training samples, fewer than one batch of "
+                        f"{optim.batch_size} x {env.world} rank(s): batches of {batch_size} per rank instead")
+    sampler = EpochSampler(len(task.train_data), batch_size, seed=seed, rank=env.rank, world=env.world)
     per_epoch = sampler.batches_per_epoch
-    total = optim.epochs * per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(round(optim.warmup_epochs * per_epoch), total))
+    total = optim.steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(optim.warmup_steps, total))
     last_path, last_json, best_path = _paths(ckpt_dir, task.stage_id)
 
-    state = {"epoch": 0, "batch": 0, "global_step": 0, "best_score": -math.inf, "best_epoch": -1, "bad_epochs": 0,
-             "loss_sum": 0.0, "loss_n": 0, "history": []}  # loss_*: the running epoch's training loss
+    state = {"global_step": 0, "best_score": -math.inf, "best_step": -1, "bad_evals": 0,
+             "loss_sum": 0.0, "loss_n": 0, "history": []}  # loss_*: training loss since the last evaluation
     resumed = None
     if last_path.exists():
         saved = ckpt.load(last_path)
@@ -134,36 +158,59 @@ def fit(task: Task, optim: OptimConfig, *, seed: int, ckpt_dir: Path, rt: Runtim
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         state = saved["loop"]
-        resumed = {"epoch": state["epoch"], "batch": state["batch"], "global_step": state["global_step"]}
-        tracker.message(f"{log_tag}: resuming at epoch {state['epoch'] + 1}, batch {state['batch']} "
-                        f"(step {state['global_step']})")
+        resumed = {"global_step": state["global_step"]}
+        tracker.message(f"{log_tag}: resuming at step {state['global_step']} of {total}")
 
     def save_last() -> None:
         if env.is_main:
             ckpt.save({"config_sha256": config_sha256, "model": unwrap(model).state_dict(),
                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "loop": state},
                       last_path)
-            ckpt.atomic_write_json(last_json, {k: state[k] for k in ("epoch", "batch", "global_step", "best_score",
-                                                                      "best_epoch", "bad_epochs")})
+            ckpt.atomic_write_json(last_json, {k: state[k] for k in ("global_step", "best_score", "best_step",
+                                                                      "bad_evals")})
         barrier(env)
 
     ddp = model
     if env.distributed:
         ddp = DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
-    if env.is_main and sampler.dropped and state["epoch"] == 0 and state["batch"] == 0:
-        tracker.message_once(("dropped", sampler.n, optim.batch_size, env.world),
+    if env.is_main and sampler.dropped and state["global_step"] == 0:
+        tracker.message_once(("dropped", sampler.n, batch_size, env.world),
                              f"{log_tag}: {sampler.dropped} of {sampler.n} training samples do not fill a last batch "
-                             f"of {optim.batch_size * env.world}; a different random few are left out of each epoch "
+                             f"of {batch_size * env.world}; a different random few are left out of each epoch "
                              "(so in every stage with this batch size)")
 
+    def epochs_at(step: int) -> float:
+        return round(step / per_epoch, 2)
+
+    def evaluate() -> None:
+        step = state["global_step"]
+        score, metrics = (task.validate(unwrap(model)) if env.is_main else (0.0, {}))
+        score, metrics = broadcast_object((score, metrics), env)
+        score = score if math.isfinite(score) else -math.inf
+        if score > state["best_score"] or state["best_step"] < 0:
+            state["best_score"], state["best_step"], state["bad_evals"] = score, step, 0
+            if env.is_main:
+                ckpt.save({"model": unwrap(model).state_dict()}, best_path)
+        elif step > 0:
+            state["bad_evals"] += 1
+        record = {"split": "val", "global_step": step, "epoch": epochs_at(step), "score": score,
+                  "train_loss": state["loss_sum"] / state["loss_n"] if state["loss_n"] else None, **metrics}
+        state["history"].append(record)
+        tracker.log(log_tag, record)
+        state["loss_sum"], state["loss_n"] = 0.0, 0
+        save_last()
+        ddp.train()
+
     def patience_spent() -> bool:
-        return bool(optim.patience) and state["bad_epochs"] >= optim.patience
+        return bool(optim.patience) and state["bad_evals"] >= optim.patience
 
     bar = tracker.task(log_tag, total=total, completed=state["global_step"])
-    while state["epoch"] < optim.epochs and not patience_spent():
-        epoch = state["epoch"]
-        sampler.set_epoch(epoch, state["batch"])
-        ddp.train()
+    if state["global_step"] == 0 and not state["history"]:
+        evaluate()  # the starting point: what the checks compare the stage against
+    ddp.train()
+    while state["global_step"] < total and not patience_spent():
+        epoch, first = divmod(state["global_step"], per_epoch)
+        sampler.set_epoch(epoch, first)
         for batch in train_loader(task.train_data, sampler, rt.workers, pin_memory=env.device.type == "cuda"):
             torch.manual_seed(step_seed(seed, env.rank, state["global_step"]))
             batch = to_device(batch, env.device)
@@ -177,42 +224,30 @@ def fit(task: Task, optim: OptimConfig, *, seed: int, ckpt_dir: Path, rt: Runtim
             scheduler.step()
             value = float(loss.detach())
             if not math.isfinite(value):
-                raise TrainingError(f"{log_tag}: loss is {value} at epoch {epoch + 1}, step {state['global_step']}; "
+                raise TrainingError(f"{log_tag}: loss is {value} at step {state['global_step']}; "
                                     "lower the learning rate or check the cache for bad samples")
-            state["batch"] += 1
             state["global_step"] += 1
+            step = state["global_step"]
             state["loss_sum"], state["loss_n"] = state["loss_sum"] + value, state["loss_n"] + 1
-            tracker.advance(bar, f"epoch {epoch + 1}/{optim.epochs} loss {value:.4f}")
-            if state["global_step"] % rt.log_every_steps == 0:
-                tracker.log(log_tag, {"split": "train", "epoch": epoch, "global_step": state["global_step"],
+            tracker.advance(bar, f"step {step}/{total} (epoch {epochs_at(step):.1f}) loss {value:.4f}")
+            if step % rt.log_every_steps == 0:
+                tracker.log(log_tag, {"split": "train", "global_step": step, "epoch": epochs_at(step),
                                       "loss": value, "lr": scheduler.get_last_lr()[0]})
-            if state["global_step"] % rt.checkpoint_every_steps == 0 and state["batch"] < per_epoch:
+            if step % optim.eval_every_steps == 0 or step == total:
+                evaluate()
+                if patience_spent() or step == total:
+                    break
+            elif step % rt.checkpoint_every_steps == 0:
                 save_last()
-        score, metrics = (task.validate(unwrap(model)) if env.is_main else (0.0, {}))
-        score, metrics = broadcast_object((score, metrics), env)
-        score = score if math.isfinite(score) else -math.inf
-        improved = score > state["best_score"] or state["best_epoch"] < 0
-        if improved:
-            state["best_score"], state["best_epoch"], state["bad_epochs"] = score, epoch, 0
-            if env.is_main:
-                ckpt.save({"model": unwrap(model).state_dict()}, best_path)
-        else:
-            state["bad_epochs"] += 1
-        record = {"split": "val", "epoch": epoch, "global_step": state["global_step"], "score": score,
-                  "train_loss": state["loss_sum"] / max(1, state["loss_n"]), **metrics}
-        state["history"].append(record)
-        tracker.log(log_tag, record)
-        state["epoch"], state["batch"], state["loss_sum"], state["loss_n"] = epoch + 1, 0, 0.0, 0
-        save_last()
         if patience_spent():
-            tracker.message(f"{log_tag}: stopping early after epoch {epoch + 1}; best validation score "
-                            f"{state['best_score']:.4f} at epoch {state['best_epoch'] + 1}")
+            tracker.message(f"{log_tag}: stopping early at step {state['global_step']}; best validation score "
+                            f"{state['best_score']:.4f} at step {state['best_step']}")
     barrier(env)
     unwrap(model).load_state_dict(ckpt.load(best_path)["model"])
-    tracker.finish(bar, f"best val {state['best_score']:.4f} @ epoch {state['best_epoch'] + 1}")
-    return FitResult(best_score=state["best_score"], best_epoch=state["best_epoch"], epochs_run=state["epoch"],
-                     stopped_early=patience_spent(), global_steps=state["global_step"],
-                     seconds=time.perf_counter() - started, resumed_from=resumed, history=state["history"])
+    tracker.finish(bar, f"best val {state['best_score']:.4f} @ step {state['best_step']}")
+    return FitResult(best_score=state["best_score"], best_step=state["best_step"], steps_run=state["global_step"],
+                     stopped_early=patience_spent(), seconds=time.perf_counter() - started,
+                     epochs=epochs_at(state["global_step"]), resumed_from=resumed, history=state["history"])
 
 
 def clear_resume_files(ckpt_dir: Path, stage_id: str) -> None:

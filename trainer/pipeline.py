@@ -64,11 +64,17 @@ def prepare_run_dir(loaded: LoadedConfig, cache: Any, run_dir: Path, env: DistEn
 
 
 def make_context(loaded: LoadedConfig, cache_root: Path, run_dir: Path, *, device: str | None = None,
-                 progress: bool = True) -> RunContext:
-    """Open the cache, join torchrun's process group if any, and prepare the run directory."""
+                 progress: bool = True, seeds: tuple[int, ...] | None = None) -> RunContext:
+    """Open the cache, join torchrun's process group if any, and prepare the run directory.
+
+    ``seeds`` overrides ``[run] seeds`` (one process per seed, each in its own run directory, is how
+    a comparison uses several CPU cores; ``trainer report`` reads the directories together).
+    """
     cfg: Config = loaded.config
     if device is not None:
         cfg = replace(cfg, run=replace(cfg.run, device=device))
+    if seeds:
+        cfg = replace(cfg, run=replace(cfg.run, seeds=tuple(dict.fromkeys(seeds))))
     env = init_distributed(cfg.run.device)
     cache = open_cache(cache_root)
     if cache.recipe.window_samples != cfg.ecg.samples:
@@ -94,15 +100,28 @@ def torch_threads(threads: int) -> Iterator[None]:
 
 
 def run_seed(ctx: RunContext, seed: int) -> None:
-    """All stages of one seed, in dependency order."""
-    needed = ctx.cfg.stages_needed()
-    if needed["pretrain"]:
-        run_pretrain(ctx, seed)
+    """All stages of one seed, in dependency order.
+
+    The deployed scaling (the first of ``[preprocess] scalings``) runs every protocol and label
+    fraction (the binary protocol at full labels only); further scalings run the multi-label
+    protocol at full labels, for the scaling comparison. The feature floor is multi-label only.
+    """
+    cfg = ctx.cfg
+    needed = cfg.stages_needed()
     if needed["cxr"]:
         run_cxr(ctx, seed)
-    for method in ctx.cfg.run.methods:
-        for protocol in ctx.cfg.run.protocols:
-            run_method(ctx, seed, method, protocol)
+    for scaling in cfg.preprocess.scalings:
+        primary = scaling == ctx.primary_scaling
+        if needed["pretrain"]:
+            run_pretrain(ctx, seed, scaling)
+        protocols = cfg.run.protocols if primary else ("multilabel",)
+        for method in cfg.run.methods:
+            for protocol in protocols:
+                if method == "features" and protocol != "multilabel":
+                    continue
+                fractions = cfg.run.label_fractions if primary and protocol == "multilabel" else (1.0,)
+                for fraction in sorted(fractions, reverse=True):
+                    run_method(ctx, seed, method, protocol, scaling, fraction)
 
 
 def deployable(ctx: RunContext) -> dict[str, Any]:
@@ -115,6 +134,12 @@ def deployable(ctx: RunContext) -> dict[str, Any]:
     best = max(candidates, key=lambda c: c["val_score"] if c["val_score"] is not None else float("-inf"))
     return {"method": method, "seed": best["seed"], "checkpoint": best["checkpoint"], "val_score": best["val_score"],
             "selected_by": "best validation score (mean AUROC) over seeds"}
+
+
+def check_flags(ctx: RunContext) -> list[str]:
+    """Every flag of every finished stage, as ``seed<k>/<stage>: <flag>`` (trainer.checks)."""
+    return [f"{tag}: {flag}" for tag, s in sorted(ctx.summaries.items())
+            for flag in (s.get("checks") or {}).get("flags", [])]
 
 
 def write_run_json(ctx: RunContext, seconds: float) -> dict[str, Any]:
@@ -133,15 +158,23 @@ def write_run_json(ctx: RunContext, seconds: float) -> dict[str, Any]:
         "seeds": list(ctx.cfg.run.seeds),
         "methods": list(ctx.cfg.run.methods),
         "protocols": list(ctx.cfg.run.protocols),
+        "scalings": list(ctx.cfg.preprocess.scalings),
+        "primary_scaling": ctx.primary_scaling,
+        "label_fractions": list(ctx.cfg.run.label_fractions),
+        "check_flags": check_flags(ctx),
         "device": str(ctx.rt.env.device),
         "world_size": ctx.rt.env.world,
         "seconds": round(seconds, 1),
         "stages": {tag: {k: v for k, v in s.items() if k != "metrics"} for tag, s in sorted(ctx.summaries.items())},
         "models": sorted(({"model_id": s["model_id"], "method": s["method"], "protocol": s["protocol"],
-                           "target": s.get("target"), "seed": s["seed"], "checkpoint": s["checkpoint"],
+                           "target": s.get("target"), "seed": s["seed"],
+                           "scaling": s.get("scaling") or ctx.primary_scaling,
+                           "label_fraction": s.get("label_fraction", 1.0),
+                           "checkpoint": None if s["method"] == "features" else s["checkpoint"],
                            "predictions": s.get("predictions"), "val": s["metrics"].get("val"),
-                           "test": s["metrics"].get("test")} for s in models),
-                         key=lambda m: (m["method"], m["protocol"], str(m["target"]), m["seed"])),
+                           "test": s["metrics"].get("test"), "checks": s.get("checks")} for s in models),
+                         key=lambda m: (m["method"], m["protocol"], str(m["target"]), str(m["scaling"]),
+                                        -m["label_fraction"], m["seed"])),
     }
     if ctx.rt.env.is_main:
         ckpt.atomic_write_json(ctx.run_dir / "run.json", doc)

@@ -3,7 +3,10 @@
 Two 3KG views of each training ECG go through the encoder and a projection MLP (dropped after this
 stage); the loss is the symmetric InfoNCE between the views of a batch (``trainer.losses.clip_loss``,
 on the global batch under DDP). The validation score is minus the same loss on fixed views of the
-validation split (views seeded by index, identical every epoch).
+validation split (views seeded by index, identical every epoch). Every evaluation also records
+the encoder checks (trainer.probe: embedding spread, effective rank, linear probes).
+
+One encoder per input scaling: ``pretrain`` for the deployed scaling, ``pretrain@<scaling>`` for others.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ import torch
 from torch import nn
 
 from trainer.checkpoint import seed_everything
-from trainer.context import RunContext
+from trainer.checks import fit_summary
+from trainer.context import RunContext, variant_suffix
 from trainer.data import eval_loader
 from trainer.distributed import DistEnv, gather_with_grad
 from trainer.ecg_model import EcgEncoder, EcgEncoderConfig
 from trainer.engine import fit, to_device, unwrap
 from trainer.losses import clip_loss
+from trainer.probe import EncoderProbe
 
 STAGE = "pretrain"
 ENCODER_KIND = "cromotex-ecg-encoder"
@@ -45,15 +50,23 @@ def two_view_loss(model: nn.Module, ecg: torch.Tensor, temperature: float, env: 
         return clip_loss(gather_with_grad(z[:, 0], env), gather_with_grad(z[:, 1], env), temperature=temperature)
 
 
+def stage_id(ctx: RunContext, scaling: str) -> str:
+    """``pretrain`` for the deployed scaling, ``pretrain@<scaling>`` for another."""
+    return STAGE + variant_suffix(scaling, ctx.primary_scaling)
+
+
 class PretrainTask:
-    def __init__(self, ctx: RunContext, seed: int) -> None:
+    def __init__(self, ctx: RunContext, seed: int, scaling: str) -> None:
         cfg = ctx.cfg
-        self.stage_id = STAGE
+        self.stage_id = stage_id(ctx, scaling)
         self.ctx = ctx
         self.model = PretrainModel(cfg.ecg, cfg.pretrain.proj_dim)
-        self.train_data = ctx.dataset("train", fields=("ecg",), augment=cfg.augment, views=2, seed=seed)
-        self.val_loader = eval_loader(ctx.dataset("val", fields=("ecg",), augment=cfg.augment, views=2, seed=seed),
+        self.train_data = ctx.dataset("train", fields=("ecg",), augment=cfg.augment, views=2, seed=seed,
+                                      scaling=scaling)
+        self.val_loader = eval_loader(ctx.dataset("val", fields=("ecg",), augment=cfg.augment, views=2, seed=seed,
+                                                  scaling=scaling),
                                       cfg.pretrain.optim.batch_size, ctx.rt.workers)
+        self.probe = EncoderProbe(ctx, scaling, cfg.pretrain.optim.batch_size)
         self.temperature = cfg.pretrain.temperature
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
@@ -71,21 +84,22 @@ class PretrainTask:
             total += float(two_view_loss(model, batch["ecg"], self.temperature, single)) * batch["ecg"].shape[0]
             n += batch["ecg"].shape[0]
         loss = total / max(1, n)
-        return -loss, {"loss": loss}
+        return -loss, {"loss": loss, **self.probe.measure(model.encoder)}
 
 
-def run_pretrain(ctx: RunContext, seed: int) -> dict[str, Any]:
-    """Train (or resume, or reuse) the self-supervised encoder of one seed; returns its summary."""
-    summary = ctx.done(seed, STAGE)
+def run_pretrain(ctx: RunContext, seed: int, scaling: str | None = None) -> dict[str, Any]:
+    """Train (or resume, or reuse) the self-supervised encoder of one seed and scaling; returns its summary."""
+    scaling = scaling or ctx.primary_scaling
+    sid = stage_id(ctx, scaling)
+    summary = ctx.done(seed, sid)
     if summary is not None:
         return summary
     seed_everything(seed)
-    task = PretrainTask(ctx, seed)
+    task = PretrainTask(ctx, seed, scaling)
     result = fit(task, ctx.cfg.pretrain.optim, seed=seed, ckpt_dir=ctx.ckpt_dir(seed), rt=ctx.rt, tracker=ctx.tracker,
-                 config_sha256=ctx.config_sha256, log_tag=ctx.log_tag(seed, STAGE))
+                 config_sha256=ctx.config_sha256, log_tag=ctx.log_tag(seed, sid))
     encoder = unwrap(task.model).encoder
-    payload = {"kind": ENCODER_KIND, "stage": STAGE, "encoder_config": encoder.cfg.to_dict(),
+    payload = {"kind": ENCODER_KIND, "stage": sid, "scaling": scaling, "encoder_config": encoder.cfg.to_dict(),
                "state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()}}
-    return ctx.finish(seed, STAGE, payload, {
-        "seconds": result.seconds, "epochs": result.epochs_run, "best_epoch": result.best_epoch,
-        "val_score": result.best_score, "stopped_early": result.stopped_early, "resumed_from": result.resumed_from})
+    return ctx.finish(seed, sid, payload, {"scaling": scaling,
+                                           **fit_summary(result, "encoder", ctx.cfg.checks)})

@@ -11,7 +11,7 @@ Public API (used by ``bedside.cli`` for ``bedside replay RECORD --ui`` and ``bed
         the user quits (Ctrl+Q); return 0, or 1 when the engine failed during the session.
 
     MonitorApp(engine_factory=None, *, bed_id, leads=..., user=None, tz=None, fps=FPS (12.5),
-               labels=(), thresholds=None, min_sqi=None, clock=time.time)
+               labels=(), thresholds=None, min_sqi=None, not_validated=(), clock=time.time)
         The App itself. Without a factory it is a pure view: tests and screenshots feed it events with
         ``app.post_event(event)`` and draw with ``app.tick()``.
 
@@ -88,12 +88,14 @@ def resolve_user(user: str | None = None) -> str:
         return "unknown"
 
 
-def engine_settings(engine: Any) -> tuple[list[str], dict[str, float], float | None]:
-    """What the screen reads once from the engine: the bundle's labels and thresholds, the quality limit."""
+def engine_settings(engine: Any) -> tuple[list[str], dict[str, float], float | None, list[str]]:
+    """What the screen reads once from the engine: the bundle's labels, thresholds and not-validated
+    labels (never alarmed, shown greyed), and the quality limit."""
     bundle = getattr(engine, "bundle", None)
     labels, thresholds = (list(bundle.labels), dict(bundle.thresholds)) if bundle is not None else ([], {})
+    not_validated = list(getattr(bundle, "unvalidated_labels", ())) if bundle is not None else []
     quality = getattr(getattr(engine, "config", None), "quality", None)
-    return labels, thresholds, getattr(quality, "min_sqi", None)
+    return labels, thresholds, getattr(quality, "min_sqi", None), not_validated
 
 
 class _EngineExit:
@@ -106,8 +108,10 @@ class _EngineExit:
 class _EngineReady:
     """Queued by the engine thread once the engine is built: the bundle's labels and thresholds."""
 
-    def __init__(self, labels: list[str], thresholds: dict[str, float], min_sqi: float | None) -> None:
+    def __init__(self, labels: list[str], thresholds: dict[str, float], min_sqi: float | None,
+                 not_validated: list[str]) -> None:
         self.labels, self.thresholds, self.min_sqi = labels, thresholds, min_sqi
+        self.not_validated = not_validated
 
 
 class _LogNote:
@@ -155,7 +159,8 @@ class MonitorApp(App[int]):
     def __init__(self, engine_factory: Callable[[], EngineLike] | None = None, *, bed_id: str,
                  leads: Sequence[str] = DEFAULT_LEADS, user: str | None = None, tz: tzinfo | None = None,
                  fps: float = FPS, labels: Sequence[str] = (), thresholds: dict[str, float] | None = None,
-                 min_sqi: float | None = None, clock: Callable[[], float] = time.time) -> None:
+                 min_sqi: float | None = None, not_validated: Sequence[str] = (),
+                 clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         unknown = [lead for lead in leads if lead not in LEAD_INDEX]
         if unknown:
@@ -168,7 +173,7 @@ class MonitorApp(App[int]):
         self.fps = fps
         self.clock = clock
         self.initial_leads = tuple(leads)
-        self.state = MonitorState(labels, thresholds, min_sqi=min_sqi)
+        self.state = MonitorState(labels, thresholds, min_sqi=min_sqi, not_validated=not_validated)
         self.buffer = WaveBuffer(WAVE_SECONDS, clock=clock)
         self._inbox: deque[object] = deque()
         self._engine_thread: threading.Thread | None = None
@@ -283,6 +288,7 @@ class MonitorApp(App[int]):
                     self.state.labels.append(label)
                     self.state.trends[label] = deque()
             self.state.thresholds.update(event.thresholds)
+            self.state.not_validated = set(event.not_validated)
             if event.min_sqi is not None:
                 self.state.min_sqi = event.min_sqi
             return "window"

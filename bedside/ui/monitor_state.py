@@ -45,9 +45,11 @@ class MonitorState:
     """The screen's model: status, the latest window, current alarms, history and risk trends."""
 
     def __init__(self, labels: Iterable[str] = (), thresholds: dict[str, float] | None = None,
-                 trend_s: float = TREND_S, history_max: int = HISTORY_MAX, min_sqi: float | None = None) -> None:
+                 trend_s: float = TREND_S, history_max: int = HISTORY_MAX, min_sqi: float | None = None,
+                 not_validated: Iterable[str] = ()) -> None:
         self.labels: list[str] = list(labels)
         self.thresholds: dict[str, float] = dict(thresholds or {})
+        self.not_validated: set[str] = set(not_validated)  # the bundle's labels that never alarm
         self.min_sqi = min_sqi  # the engine's signal-quality limit (alarm settings), None until known
         self.trend_s = trend_s
         self.status: Status | None = None
@@ -126,6 +128,10 @@ class MonitorState:
     def poor_quality(self, sqi: float) -> bool:
         """Whether a lead's SQI is below the engine's limit (never, while the limit is unknown)."""
         return self.min_sqi is not None and sqi < self.min_sqi
+
+    def validated(self, label: str) -> bool:
+        """Whether the bundle validated ``label`` (may alarm); a not-validated risk is shown greyed."""
+        return label not in self.not_validated
 
     def risk(self, label: str) -> float | None:
         """The current (smoothed) risk of one label from the latest scored window."""

@@ -3,6 +3,10 @@
 The trend is a bar sparkline on a fixed 0..1 scale (a probability is never stretched to fill the
 height), one column per time bucket holding the highest risk in it; a bucket with no scored window
 stays blank, and the threshold's level is marked with a dotted line where no bar covers it.
+
+A label the bundle did not validate (its validation AUROC is not credibly above chance) never
+alarms: its value and trend are drawn greyed with the words "not validated", without a threshold,
+threshold mark or alarm colour.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from bedside.ui.monitor_state import TREND_S, MonitorState
 BLOCKS = " ▁▂▃▄▅▆▇█"
 #: Most rows a trend gets (taller bars add nothing readable).
 MAX_BAR_ROWS = 4
+NOT_VALIDATED = "not validated"
 NAMES = {"edema": "Edema", "pleural_effusion": "Pl. effusion", "cardiomegaly": "Cardiomegaly"}
 
 
@@ -66,7 +71,7 @@ class RiskPanel(Widget):
     """One block per label: name, current risk / threshold, and the last hour's trend below it."""
 
     COMPONENT_CLASSES = {"risk--name", "risk--value", "risk--above", "risk--stale", "risk--bar",
-                         "risk--bar-above", "risk--threshold"}
+                         "risk--bar-above", "risk--threshold", "risk--unvalidated"}
 
     def __init__(self, state: MonitorState, *, trend_s: float = TREND_S, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -89,6 +94,9 @@ class RiskPanel(Widget):
             out.append(f"   {self.trend_s / 3600:g} h trend", style("risk--stale"))
         stale = self.state.window is not None and not self.state.window.scored
         for label in labels:
+            if not self.state.validated(label):
+                self._render_unvalidated(out, label, width, per, bar_h, axis)
+                continue
             value = self.state.risk(label)
             thr = self.state.thresholds.get(label)
             above = value is not None and thr is not None and value >= thr
@@ -107,6 +115,29 @@ class RiskPanel(Widget):
                 for ch, is_above, is_thr in row:
                     out.append(ch, style("risk--threshold" if is_thr else "risk--bar-above" if is_above else "risk--bar"))
             if axis:
-                left, right = f"-{self.trend_s / 3600:g}h", "now"
-                out.append("\n" + left + right.rjust(width - len(left)), style("risk--stale"))
+                self._axis(out, width)
         return out
+
+    def _axis(self, out: Text, width: int) -> None:
+        left, right = f"-{self.trend_s / 3600:g}h", "now"
+        out.append("\n" + left + right.rjust(width - len(left)), self.get_component_rich_style("risk--stale"))
+
+    def _render_unvalidated(self, out: Text, label: str, width: int, per: int, bar_h: int, axis: bool) -> None:
+        """A label that never alarms: greyed value and trend, "not validated" in place of the threshold."""
+        dim = self.get_component_rich_style("risk--unvalidated")
+        value = self.state.risk(label)
+        out.append("\n")
+        out.append(f"{display_name(label)[:12]:<12} {'--' if value is None else f'{value:.2f}':>4}", dim)
+        inline = per == 1 or width >= 18 + len(NOT_VALIDATED)  # room beside the value, else on the next row
+        if inline:
+            out.append(f" {NOT_VALIDATED}", dim)
+        if per == 1:
+            return
+        rows = bar_h if inline else bar_h - 1
+        if not inline:
+            out.append(f"\n  {NOT_VALIDATED}", dim)
+        values = bucket_max(self.state.trends.get(label, ()), self.state.now_s, self.trend_s, width)
+        for row in trend_cells(values, rows, None) if rows > 0 else ():
+            out.append("\n" + "".join(ch for ch, _, _ in row), dim)
+        if axis:
+            self._axis(out, width)
