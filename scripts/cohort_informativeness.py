@@ -53,7 +53,8 @@ def parse_settings(text: str) -> list[tuple[float, float]]:
         try:
             rot, scl = (float(v) for v in part.split(":"))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"setting {part!r}: expected ROTATION_DEG:SCALE_MAX, e.g. 10:1.1") from None
+            raise argparse.ArgumentTypeError(f"setting {part!r}: expected ROTATION_DEG:SCALE_MAX, "
+                                             "e.g. 10:1.1") from None
         Augment3KG(rotation_deg=rot, scale_max=scl).validate()
         out.append((rot, scl))
     return out
@@ -174,9 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, required=True, help="a cache written by `trainer prepare`")
     ap.add_argument("--out", type=Path, default=None, help="write the report here as JSON")
     ap.add_argument("--settings", type=parse_settings, default=list(DEFAULT_SETTINGS),
-                    help="3KG ROTATION_DEG:SCALE_MAX pairs, comma-separated (default: 45:1.5,15:1.15,10:1.1,5:1.05,0:1)")
+                    help="3KG ROTATION_DEG:SCALE_MAX pairs, comma-separated "
+                         "(default: 45:1.5,15:1.15,10:1.1,5:1.05,0:1)")
     ap.add_argument("--scalings", default=",".join(SCALINGS),
-                    help=f"recipe scalings of the inputs and 3KG views, comma-separated (default: {','.join(SCALINGS)})")
+                    help=f"recipe scalings of the inputs and 3KG views, comma-separated "
+                         f"(default: {','.join(SCALINGS)})")
     ap.add_argument("--mask-fraction", type=float, default=Augment3KG.mask_fraction,
                     help="3KG masked fraction of each lead (default: the paper's 0.25)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the 3KG views")

@@ -188,7 +188,7 @@ def stage(name: str, config_path: Path, cache: Path, run_dir: Path, device: str 
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder (default: FIRST_RUN_DIR/report).")
 @click.option("--bootstrap", "replicates", type=click.IntRange(min=100), default=1000, show_default=True,
-              help="Bootstrap resamples of the test set.")
+              help="Bootstrap resamples of the test subjects (subject-level: a subject's pairs move together).")
 @click.option("--ci", type=click.FloatRange(0.5, 0.999), default=0.95, show_default=True, help="Interval coverage.")
 def report(run_dirs: tuple[Path, ...], out: Path | None, replicates: int, ci: float) -> None:
     """Table of AUROC and average precision with bootstrap intervals over seeds, plots, and JSON."""
@@ -200,7 +200,8 @@ def report(run_dirs: tuple[Path, ...], out: Path | None, replicates: int, ci: fl
     except ReportError as err:
         raise click.ClickException(str(err)) from None
     click.echo((out / "report.md").read_text(encoding="utf-8"))
-    click.echo(f"{len(summary['models'])} model(s); wrote {out}/report.md, report.json, roc.png, pr.png, curves.png")
+    plots = [p for p in ("roc.png", "pr.png", "curves.png", "low_label.png") if (out / p).exists()]
+    click.echo(f"{len(summary['models'])} model(s); wrote {out}/report.md, report.json, {', '.join(plots)}")
 
 
 if __name__ == "__main__":  # python -m trainer.cli

@@ -21,9 +21,10 @@ How a window is read (each step vectorised over windows where it can be):
    :data:`FEATURE_NAMES`). Amplitude features are in the input's units (mV, or the scaled range);
    ratios and times do not depend on them.
 
-Robustness: a feature that cannot be measured (fewer than 2 beats for the template and RR
-features, fewer than 4 for alternans, a zero denominator) takes its value in :data:`FALLBACK` (a
-typical normal value, so a failure is not read as disease) and is counted;
+Robustness: a feature that cannot be measured (fewer than 3 beats for the RR features, 2 whole
+beats for the template, 4 for alternans; a flat window; non-finite input) takes its value in
+:data:`FALLBACK` (a typical normal value for rates, times and ratios, so a failure is not read as
+disease; 0 for amplitudes, whose units depend on the input) and is counted:
 :func:`crude_features_report` returns the counts, :func:`crude_features` warns with
 :class:`FeatureWarning` when any window failed. The output never holds NaN or infinity.
 """
@@ -53,8 +54,6 @@ QRS_EDGE_FRACTION = 0.5
 QT_AFTER_T_PEAK_S = 0.13
 #: P width: the span of P samples above this share of the P peak (both humps of a notched P).
 P_EDGE_FRACTION = 0.3
-LIMB_LEADS = ("I", "II", "III", "aVR", "aVF", "aVL")
-PRECORDIAL_LEADS = ("V1", "V2", "V3", "V4", "V5", "V6")
 LATERAL_LEADS = ("I", "aVL", "V5", "V6")
 
 #: Feature -> value used when it cannot be measured (a typical normal value). Units in the names.
@@ -85,7 +84,6 @@ FALLBACK: dict[str, float] = {
 FEATURE_NAMES: tuple[str, ...] = tuple(FALLBACK)
 _FALLBACK_ROW = np.array([FALLBACK[name] for name in FEATURE_NAMES], dtype=np.float64)
 _COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
-_LIMB = [LEAD_INDEX[n] for n in LIMB_LEADS]
 _LATERAL = [LEAD_INDEX[n] for n in LATERAL_LEADS]
 
 
@@ -247,7 +245,8 @@ def crude_features_report(x: np.ndarray, fs_hz: float) -> tuple[np.ndarray, dict
         for w in range(n_win):
             _window_features(x[w], base[w], energy[w], fs_hz, out[w], failed[w])
     failed[bad] = True  # non-finite input: every feature is suspect, whatever was measured
-    out = np.where(failed | ~np.isfinite(out), _FALLBACK_ROW[None, :], out)
+    failed |= ~np.isfinite(out)
+    out = np.where(failed, _FALLBACK_ROW[None, :], out)
     counts = {name: int(c) for name, c in zip(FEATURE_NAMES, failed.sum(axis=0)) if c}
     return out.astype(np.float32), counts
 

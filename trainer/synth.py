@@ -39,7 +39,7 @@ from trainer.mimic import (
 )
 from trainer.synth_cohort import Subject, draw_cohort
 
-GENERATOR = "cromotex-synth-1"
+GENERATOR = "cromotex-synth-2"
 SUMMARY_FILE = "synth.json"
 VIEW_MEANING = {"PA": "postero-anterior", "AP": "antero-posterior", "LATERAL": "lateral", "LL": "left lateral"}
 ICD = {"cardiomegaly": "I517", "pleural_effusion": "J90", "edema": "J810"}
@@ -91,8 +91,15 @@ def _render(root: str, seed: int, people: list[Subject]) -> list[dict[str, Any]]
 def _measurements(person: Subject, ecg, state: synth_ecg.EcgState) -> dict[str, Any]:
     """A machine_measurements.csv row: intervals in ms, axes in degrees, the cart's report lines."""
     rr = 60000.0 / state.hr_bpm
-    reports = ["Sinus tachycardia" if state.hr_bpm > 100 else "Sinus bradycardia" if state.hr_bpm < 60
-               else "Sinus rhythm"]
+    if state.af:
+        reports = ["Atrial fibrillation" + (" with rapid ventricular response" if state.hr_bpm > 100 else "")]
+    else:
+        reports = ["Sinus tachycardia" if state.hr_bpm > 100 else "Sinus bradycardia" if state.hr_bpm < 60
+                   else "Sinus rhythm"]
+    if state.lbbb:
+        reports.append("Left bundle branch block")
+    if state.alternans > 0:
+        reports.append("Electrical alternans")
     if state.axis_deg < -30:
         reports.append("Left axis deviation")
     if state.qrs_mv < 0.7:

@@ -76,9 +76,9 @@ EFFECTS: dict[str, float] = {
     "effusion_t_flat": 0.30,        # T flattening
     "cardio_voltage": 0.45,         # QRS vector magnitude gained (LVH voltage)
     "cardio_posterior": 0.25,       # QRS vector turned back (z): deeper S in V1
-    "cardio_axis_deg": -20.0,       # left axis deviation
-    "cardio_qrs_widen": 0.14,       # QRS duration, relative
-    "cardio_strain": 1.0,           # strain ST-T (0..1 scale) at severity 1, above 0.5
+    "cardio_axis_deg": -15.0,       # left axis deviation
+    "cardio_qrs_widen": 0.12,       # QRS duration, relative
+    "cardio_strain": 0.6,           # strain ST-T (0..1 scale) at severity 1, above 0.5
     "cardio_la": 0.4,               # left-atrial abnormality
     "cardio_qtc_ms": 15.0,          # QT prolongation
     "cardio_lbbb_share": 0.12,      # LBBB-like conduction: share above severity 0.5, rising to 1
@@ -266,9 +266,9 @@ def beat_kernels(state: EcgState, fs_hz: float,
     p_dur = 0.036 + la_delay + 2.0 * la_sd
     p_on = -onset - max(state.pr_ms / 1000.0, p_dur + 0.06)
     ra_t = p_on + 0.036
-    p = state.p_mv
-    p_waves = [(ra_t, 0.018, 0.65 * p * np.array([0.25, 0.9, -0.35])),
-               (ra_t + la_delay, la_sd, 0.65 * p * (1.0 + 0.6 * state.la) * np.array([0.7, 0.5, 0.35 + 0.6 * state.la]))]
+    p = 0.65 * state.p_mv
+    la_vec = (1.0 + 0.6 * state.la) * np.array([0.7, 0.5, 0.35 + 0.6 * state.la])
+    p_waves = [(ra_t, 0.018, p * np.array([0.25, 0.9, -0.35])), (ra_t + la_delay, la_sd, p * la_vec)]
     before = -p_on + 0.12
     after = t_peak + 4.0 * t_sd
     t = np.arange(-int(before * fs_hz), int(after * fs_hz)) / fs_hz
@@ -282,9 +282,10 @@ def fibrillatory_waves(n: int, fs_hz: float, rng: np.random.Generator) -> np.nda
     out = np.zeros(n)
     for _ in range(2):
         f0 = rng.uniform(4.5, 8.0)
-        drift = np.cumsum(rng.normal(0.0, 0.08, n)) / math.sqrt(fs_hz)  # rate wanders (Hz)
-        phase = 2 * np.pi * np.cumsum(f0 + drift) / fs_hz + rng.uniform(0, 2 * np.pi)
-        amp = rng.uniform(0.015, 0.05) * (1.0 + 0.4 * np.sin(2 * np.pi * rng.uniform(0.1, 0.4) * t + rng.uniform(0, 6.3)))
+        drift = np.cumsum(rng.normal(0.0, 0.08, n)) / math.sqrt(fs_hz)  # rate wanders (Hz), kept in 4-9 Hz
+        phase = 2 * np.pi * np.cumsum(np.clip(f0 + drift, 4.0, 9.0)) / fs_hz + rng.uniform(0, 2 * np.pi)
+        swell = 1.0 + 0.4 * np.sin(2 * np.pi * rng.uniform(0.1, 0.4) * t + rng.uniform(0, 2 * np.pi))
+        amp = rng.uniform(0.015, 0.05) * swell
         out += amp * np.sin(phase)
     return np.array([0.15, 0.55, -0.8])[:, None] * out[None, :]
 
