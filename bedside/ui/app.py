@@ -64,6 +64,10 @@ LOG_NOTES = 20
 LIVE_LINKS = ("connected", "disconnected", "reconnecting")
 #: Seconds without samples on a connected live link before the traces scroll on into blank.
 STALL_S = 1.0
+#: Seconds before the same screen failure is logged and raised again (a screen may fail every frame).
+SCREEN_ERROR_REPEAT_S = 60.0
+#: What a screen redraws when it comes on top (it did not see the frames while another screen was up).
+ALL_CHANGED = frozenset({"window", "alarms", "status"})
 
 
 class EngineLike(Protocol):
@@ -185,6 +189,9 @@ class MonitorApp(App[int]):
         self.frames = 0
         self.tick_total_s = 0.0  # time spent in tick() (UI thread), for the soak benchmark
         self.tick_max_s = 0.0
+        self._drawn_screen: object | None = None  # the screen the last frame was drawn on
+        self._screen_error: tuple[str, str] | None = None  # the last screen failure reported
+        self._screen_error_at = -1e9  # and when (time.monotonic)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -256,14 +263,44 @@ class MonitorApp(App[int]):
         fs = self.buffer.fs_hz
         if fs:
             self.state.now_s = max(self.state.now_s, end / fs)
-        screen = self.screen
-        if hasattr(screen, "update_view"):
-            screen.update_view(changed)
-            screen.show_frame(end)
+        self.refresh_screen(changed, end)
         self.frames += 1
         spent = time.perf_counter() - t0
         self.tick_total_s += spent
         self.tick_max_s = max(self.tick_max_s, spent)
+
+    def refresh_screen(self, changed: set[str], end_index: int | None = None) -> None:
+        """Redraw the current screen, never letting it fail the frame timer.
+
+        A screen pushed but not mounted yet is skipped (its ``on_mount`` draws it); a screen that has
+        just come on top redraws everything. A screen that raises is logged, raised as the technical
+        alarm ``ui_error`` and, unless it is the monitor itself, replaced by the monitor screen.
+        """
+        screen = self.screen
+        if not hasattr(screen, "update_view") or not screen.is_mounted:
+            return
+        if screen is not self._drawn_screen:
+            changed = changed | ALL_CHANGED
+        try:
+            screen.update_view(changed)
+            if end_index is not None:
+                screen.show_frame(end_index)
+        except Exception as exc:  # noqa: BLE001 - a broken screen must not end monitoring
+            self._screen_failed(screen, exc)
+        else:
+            self._drawn_screen = screen
+
+    def _screen_failed(self, screen: Any, exc: Exception) -> None:
+        """Log and raise ``ui_error`` (once a minute for the same error); called in an ``except`` block."""
+        self._drawn_screen = None  # the next frame redraws all of it (and shows the alarm)
+        name = type(screen).__name__
+        key, now = (name, f"{type(exc).__name__}: {exc}"), time.monotonic()
+        if key != self._screen_error or now - self._screen_error_at >= SCREEN_ERROR_REPEAT_S:
+            self._screen_error, self._screen_error_at = key, now
+            log.exception("%s could not be drawn", name)
+            self.raise_ui_alarm("ui_error", f"Display error in {name}: {key[1]}", Priority.MEDIUM)
+        if not isinstance(screen, MonitorScreen) and len(self.screen_stack) > 1:
+            self.pop_screen()  # back to the monitor, which shows the alarm
 
     def frame_end(self) -> int:
         """Sample index at the traces' right edge.
@@ -337,7 +374,7 @@ class MonitorApp(App[int]):
             if entry is not None:
                 self.state.apply(replace(entry.change, state=AlarmState.ACKNOWLEDGED, previous=entry.change.state,
                                          who=self.user, wall_time=self.clock(), t_s=self.state.now_s))
-                self.screen.update_view({"alarms"})  # type: ignore[attr-defined]
+                self.refresh_screen({"alarms"})
             return
         self._command(f"acknowledge {alarm}", "acknowledge", alarm, self.user)
 
@@ -359,7 +396,7 @@ class MonitorApp(App[int]):
         if worker.group == "commands" and event.state is WorkerState.ERROR:
             self.notify(f"{worker.name} failed: {worker.error}", severity="error", timeout=15)
             self.raise_ui_alarm("command_failed", f"{worker.name} failed: {worker.error}", Priority.MEDIUM)
-            self.screen.update_view({"alarms"})  # type: ignore[attr-defined]
+            self.refresh_screen({"alarms"})
 
     # -- screens ----------------------------------------------------------------------------------
     def action_history(self) -> None:
@@ -398,4 +435,4 @@ def run_ui(engine_factory: Callable[[], EngineLike], *, bed_id: str, leads: tupl
         root.removeHandler(ui_handler)
         for h in on_terminal:
             root.addHandler(h)
-    return 1 if app.engine_failed else int(code or 0)
+    return 1 if app.engine_failed or app.return_code else int(code or 0)  # return_code 1: the app crashed

@@ -23,6 +23,9 @@ from bedside.ui.monitor_state import MonitorState
 from bedside.ui.status_bar import StatusBar
 from bedside.ui.waveform import format_clock
 
+#: The table's columns: time, signal time, marker, alarm, kind (P/T), from, to, who, message.
+COLUMNS = ("Time", "Signal", "", "Alarm", "", "From", "To", "Who", "Message")
+
 
 class HistoryScreen(Screen):
     """A table of alarm transitions: time, signal time, marker, alarm, kind, from -> to, who, message."""
@@ -47,31 +50,33 @@ class HistoryScreen(Screen):
         yield AlarmBanner(self.state, tz=self.tz, id="banner")
         table: DataTable = DataTable(id="history-table", cursor_type="row")
         table.border_title = "Alarm history (this session; all of it: bedside alerts --db DB)"
+        table.add_columns(*COLUMNS)  # here, not in on_mount: the table never exists without its columns
         yield table
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        for label in ("Time", "Signal", "", "Alarm", "", "From", "To", "Who", "Message"):
-            table.add_column(label)
-        self.update_view({"alarms"})
-        table.focus()
+        self._fill_table()
+        self.query_one(DataTable).focus()
 
     def update_view(self, changed: set[str]) -> None:
-        """Add rows for transitions received since the last update (newest on top)."""
+        """Rebuild the table when transitions arrived (newest on top); redraw banner and status bar."""
         if "alarms" in changed or self.shown != len(self.state.history):
-            table = self.query_one(DataTable)
-            table.clear()
-            for c in reversed(self.state.history):
-                to = c.state.value.upper()
-                if c.state is AlarmState.AUDIO_PAUSED and c.audio_paused_until_s is not None:
-                    to += f" {mmss(c.audio_paused_until_s - c.t_s)}"
-                table.add_row(clock(c.wall_time, self.tz), format_clock(c.t_s), c.priority.marker,
-                              Text(alarm_name(c.alarm), style="bold"), KIND_LETTER[c.kind],
-                              c.previous.value.upper() if c.previous else "", to, c.who or "", c.message)
-            self.shown = len(self.state.history)
+            self._fill_table()
         self.query_one(AlarmBanner).update_view()
         self.query_one(StatusBar).update_view()
+
+    def _fill_table(self) -> None:
+        """One row per transition in ``state.history``, newest first, one cell per column."""
+        table = self.query_one(DataTable)
+        table.clear()
+        for c in reversed(self.state.history):
+            to = c.state.value.upper()
+            if c.state is AlarmState.AUDIO_PAUSED and c.audio_paused_until_s is not None:
+                to += f" {mmss(c.audio_paused_until_s - c.t_s)}"
+            table.add_row(clock(c.wall_time, self.tz), format_clock(c.t_s), c.priority.marker,
+                          Text(alarm_name(c.alarm), style="bold"), KIND_LETTER[c.kind],
+                          c.previous.value.upper() if c.previous else "", to, c.who or "", c.message)
+        self.shown = len(self.state.history)
 
     def show_frame(self, end_index: int) -> None:
         """No traces here; the banner's countdowns still move."""
