@@ -96,8 +96,18 @@ class WindowAnalyser:
                 results.append(WindowResult(t_end, w.index, False, reason, detail=detail, lead_off=w.lead_off))
                 self.timings.preprocess += time.perf_counter() - t0
                 continue
+            infinite = np.isinf(w.x_mv).any(axis=1)
+            if infinite.any():  # a device value out of range: never scored, never written as a number
+                self.tracker.reset()
+                leads = [CANONICAL_LEADS[i] for i in np.flatnonzero(infinite)]
+                detail = (f"lead{'s' if len(leads) > 1 else ''} {', '.join(leads[:4])} with infinite samples "
+                          "(device values out of range)")
+                results.append(WindowResult(t_end, w.index, False, "poor signal", detail=detail, lead_off=w.lead_off))
+                self.timings.preprocess += time.perf_counter() - t0
+                continue
             conditioned = condition(w.x_mv, self.fs_hz, self.recipe)
             wq = window_quality(w.x_mv, self.fs_hz, conditioned, q)
+            np.nan_to_num(wq.sqi, copy=False, nan=0.0, posinf=0.0, neginf=0.0)  # an SQI that overflowed: unusable
             quality = {lead: round(float(s), 3) for lead, s in zip(CANONICAL_LEADS, wq.sqi)}
             t1 = time.perf_counter()
             self.timings.preprocess += t1 - t0

@@ -6,10 +6,13 @@ preprocessed window), output ``[batch, K]`` probabilities, with two ``metadata_p
 - ``cromotex.metadata``: JSON validated against ``bundle_schema.json`` (labels, lead order, rate,
   window, hop, preprocessing recipe, thresholds, calibration, golden input and expected output,
   which labels are validated and so may alarm ...);
-- ``cromotex.sha256``: sha256 of the file's bytes with this 64-character value replaced by ``0`` x 64.
+- ``cromotex.sha256``: sha256 of the file's bytes with this 64-character value replaced by ``0`` x 64
+  (an integrity check against damage: anyone can recompute it, so it is not a trust mechanism);
+- ``cromotex.signature``: one Ed25519 signature over the graph and the metadata (:mod:`bedside.trust`).
 
-:func:`verify_bundle` runs the checks in order: file, checksum, schema, golden. Anything that
-fails raises :class:`BundleError` naming the check. This module needs onnxruntime, never torch.
+:func:`verify_bundle` runs the checks in order: file, checksum, signature, runtime, schema, golden.
+Anything that fails raises :class:`BundleError` naming the check. This module needs onnxruntime,
+never torch.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ import base64
 import hashlib
 import json
 import logging
+import math
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -30,6 +36,7 @@ import numpy as np
 from bedside.errors import BundleError
 from bedside.leads import CANONICAL_LEADS
 from bedside.preprocess import Recipe
+from bedside.trust import UNSIGNED_MARK, Signer, TrustSettings, check_signature, split_model_bytes
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,16 @@ SHA256_KEY = "cromotex.sha256"
 PLACEHOLDER = b"0" * 64
 #: Preference order of onnxruntime execution providers at the bedside.
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+#: The pathologies this bedside knows (trainer.labels.LABELS; bedside never imports trainer).
+KNOWN_LABELS = ("edema", "pleural_effusion", "cardiomegaly")
+#: Largest bundle file read (a real bundle is a few MB; the paper-size model ~ 100 MB).
+MAX_BUNDLE_BYTES = 512 * 1024 * 1024
+HOP_RANGE_S = (0.5, 60.0)
+WINDOW_RANGE_S = (1.0, 60.0)
+FS_RANGE_HZ = (25.0, 2000.0)
+MAX_GOLDEN_WINDOWS = 64
+MAX_GOLDEN_ATOL = 1e-2  # CPU tolerance (the largest the exporter writes is 5e-3, INT8)
+MAX_PROVIDER_ATOL = 0.1  # GPU tolerances (the exporter writes max(2e-2, 4 x FP16 deviation))
 
 
 def _digest_span(data: bytes) -> tuple[int, int]:
@@ -92,6 +109,7 @@ class Bundle:
     metadata: dict[str, Any]
     session: Any  # onnxruntime.InferenceSession
     provider: str  # the execution provider that runs the model
+    signer: Signer = Signer(None, None, False)  # who signed it (trusted False: accepted with allow_unsigned)
     recipe: Recipe = field(init=False)
 
     def __post_init__(self) -> None:
@@ -119,7 +137,10 @@ class Bundle:
 
     @property
     def version(self) -> str:
-        return f"{self.metadata['model_name']} {self.metadata['model_version']}"
+        """Model name and version as logged and shown; marked ``UNSIGNED (development)`` unless a trusted
+        key signed it."""
+        name = f"{self.metadata['model_name']} {self.metadata['model_version']}"
+        return name if self.signer.trusted else f"{name} {UNSIGNED_MARK}"
 
     def raw(self, x: np.ndarray) -> np.ndarray:
         """Uncalibrated model output [N, K] for preprocessed windows [N, 12, 1000]."""
@@ -149,12 +170,95 @@ def calibrate(p: np.ndarray, labels: list[str], calibration: dict[str, Any]) -> 
     return out.astype(np.float32)
 
 
+def _bad(field: str, value: Any, why: str) -> BundleError:
+    text = repr(value)
+    text = text if len(text) <= 120 else text[:117] + "..."
+    return BundleError("schema", f"metadata field {field} = {text}: {why}; re-export the bundle with `trainer export`")
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _in(field: str, v: Any, lo: float, hi: float, unit: str = "") -> None:
+    if not (_finite(v) and lo <= v <= hi):
+        raise _bad(field, v, f"must lie in [{lo:g}, {hi:g}]{unit}")
+
+
+def _check_calibration(calibration: dict[str, Any], labels: list[str]) -> None:
+    """Platt ``a > 0`` and ``b`` finite (monotone increasing); isotonic knots usable by np.interp."""
+    method = calibration["method"]
+    if method == "identity":
+        return
+    params = calibration.get("params", {})
+    if set(params) != set(labels):
+        raise BundleError("schema", f"calibration params for {sorted(params)}, labels are {labels}")
+    for label in labels:
+        q, where = params[label], f"calibration/params/{label}"
+        if not isinstance(q, dict):
+            raise _bad(where, q, "must be an object")
+        if method == "platt":
+            a, b = q.get("a"), q.get("b")
+            if not (_finite(a) and a > 0):
+                raise _bad(f"{where}/a", a, "must be a finite number > 0 (calibration must keep the ranking)")
+            if not _finite(b):
+                raise _bad(f"{where}/b", b, "must be a finite number")
+            continue
+        x, y = q.get("x"), q.get("y")
+        if not (isinstance(x, list) and isinstance(y, list) and len(x) == len(y) and len(x) >= 2):
+            raise _bad(f"{where}/x", x, "x and y must be lists of the same length >= 2")
+        if not all(_finite(v) for v in x + y):
+            raise _bad(f"{where}/x", x, "knots must be finite numbers")
+        if any(x1 <= x0 for x0, x1 in zip(x, x[1:])):
+            raise _bad(f"{where}/x", x, "must be strictly increasing")
+        if any(y1 < y0 for y0, y1 in zip(y, y[1:])) or min(y) < 0 or max(y) > 1:
+            raise _bad(f"{where}/y", y, "must be non-decreasing within [0, 1]")
+
+
+def _check_golden(golden: dict[str, Any], k: int, window_samples: int) -> None:
+    shape = golden["input_shape"]
+    if not (len(shape) == 3 and list(shape[1:]) == [len(CANONICAL_LEADS), window_samples]
+            and 1 <= shape[0] <= MAX_GOLDEN_WINDOWS):
+        raise _bad("golden/input_shape", shape,
+                   f"must be [n, {len(CANONICAL_LEADS)}, {window_samples}] with 1 <= n <= {MAX_GOLDEN_WINDOWS}")
+    n = shape[0]
+    expected = golden["expected"]
+    ok = (isinstance(expected, list) and len(expected) == n
+          and all(isinstance(row, list) and len(row) == k and all(_finite(v) for v in row) for row in expected))
+    if not ok:
+        raise _bad("golden/expected", expected, f"must be [{n}, {k}] finite numbers")
+    atol = golden["atol"]
+    if not (_finite(atol) and 0 < atol <= MAX_GOLDEN_ATOL):
+        raise _bad("golden/atol", atol, f"must lie in (0, {MAX_GOLDEN_ATOL:g}]")
+    for provider, tol in golden.get("atol_by_provider", {}).items():
+        if not (_finite(tol) and 0 < tol <= MAX_PROVIDER_ATOL):
+            raise _bad(f"golden/atol_by_provider/{provider}", tol, f"must lie in (0, {MAX_PROVIDER_ATOL:g}]")
+    try:
+        decode_array(golden["input_b64"], shape)
+    except (ValueError, TypeError) as exc:
+        raise _bad("golden/input_b64", f"{len(golden['input_b64'])} characters",
+                   f"does not decode to float32 {shape} ({exc})") from exc
+
+
 def _check_semantics(meta: dict[str, Any]) -> None:
+    """What the JSON schema cannot say: the values make sense for this bedside (each failure names the field)."""
     labels = meta["labels"]
+    unknown = [label for label in labels if label not in KNOWN_LABELS]
+    if unknown:
+        raise _bad("labels", labels, f"{unknown} unknown here (known: {', '.join(KNOWN_LABELS)})")
+    if len(set(labels)) != len(labels):
+        raise _bad("labels", labels, "labels must be distinct")
     if list(meta["leads"]) != list(CANONICAL_LEADS):
         raise BundleError("schema", f"lead order {meta['leads']} differs from the canonical {list(CANONICAL_LEADS)}")
     if set(meta["thresholds"]) != set(labels):
         raise BundleError("schema", f"thresholds given for {sorted(meta['thresholds'])}, labels are {labels}")
+    for label in labels:
+        t = meta["thresholds"][label]
+        if not (_finite(t) and 0 < t < 1):
+            raise _bad(f"thresholds/{label}", t, "must lie strictly between 0 and 1 (0 alarms always, 1 never)")
+    _in("hop_s", meta["hop_s"], *HOP_RANGE_S, " s")
+    _in("window_s", meta["window_s"], *WINDOW_RANGE_S, " s")
+    _in("fs_hz", meta["fs_hz"], *FS_RANGE_HZ, " Hz")
     try:
         recipe = Recipe.from_dict(meta["recipe"])
     except (TypeError, ValueError) as exc:
@@ -162,13 +266,33 @@ def _check_semantics(meta: dict[str, Any]) -> None:
     if recipe.fs_hz != meta["fs_hz"] or recipe.window_s != meta["window_s"]:
         raise BundleError("schema", "fs_hz/window_s disagree with the preprocessing recipe")
     shape = meta["input"]["shape"]
-    if list(shape[1:]) != [len(CANONICAL_LEADS), recipe.window_samples]:
-        raise BundleError("schema", f"input shape {shape} is not [batch, 12, {recipe.window_samples}]")
-    if meta["calibration"]["method"] != "identity":
-        params = meta["calibration"].get("params", {})
-        if set(params) != set(labels):
-            raise BundleError("schema", f"calibration params for {sorted(params)}, labels are {labels}")
+    if len(shape) != 3 or list(shape[1:]) != [len(CANONICAL_LEADS), recipe.window_samples]:
+        raise _bad("input/shape", shape, f"must be [batch, 12, {recipe.window_samples}]")
+    _check_calibration(meta["calibration"], labels)
+    _check_golden(meta["golden"], len(labels), recipe.window_samples)
     _check_label_validation(meta["label_validation"]["labels"], labels)
+
+
+#: The semantic checks as a public name: the exporter runs them before writing a bundle.
+check_semantics = _check_semantics
+
+
+def _check_graph_io(session: Any, meta: dict[str, Any]) -> None:
+    """The ONNX graph's input and output agree with the metadata: ``[batch, 12, samples]`` -> ``[batch, K]``."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    want = meta["input"]["shape"]
+    if len(inputs) != 1 or inputs[0].name != meta["input"]["name"]:
+        raise _bad("input/name", meta["input"]["name"], f"the graph's inputs are {[i.name for i in inputs]}")
+    got = list(inputs[0].shape)
+    if len(got) != 3 or got[1:] != list(want[1:]) or (isinstance(got[0], int) and isinstance(want[0], int)
+                                                       and got[0] != want[0]):
+        raise _bad("input/shape", want, f"the graph's input {inputs[0].name} has shape {got}")
+    if not outputs or outputs[0].name != meta["output"]["name"]:
+        raise _bad("output/name", meta["output"]["name"], f"the graph's outputs are {[o.name for o in outputs]}")
+    out_shape, k = list(outputs[0].shape), len(meta["labels"])
+    if len(out_shape) != 2 or (isinstance(out_shape[1], int) and out_shape[1] != k):
+        raise _bad("output", meta["output"]["name"], f"the graph's output has shape {out_shape}, not [batch, {k}] "
+                                                     f"for labels {meta['labels']}")
 
 
 def _check_label_validation(entries: dict[str, Any], labels: list[str]) -> None:
@@ -217,21 +341,45 @@ def _make_session(model: bytes | str, providers: tuple[str, ...], trt_cache_dir:
     raise BundleError("runtime", "no execution provider could start: " + "; ".join(errors))
 
 
+def read_bundle_file(path: Path, max_bytes: int | None = None) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes`` (default :data:`MAX_BUNDLE_BYTES`); a FIFO,
+    device or directory is refused before anything is read (opened non-blocking, checked with fstat)."""
+    max_bytes = MAX_BUNDLE_BYTES if max_bytes is None else max_bytes
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise BundleError("file", f"{path}: cannot read: {exc}") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise BundleError("file", f"{path}: not a regular file; give the path of the .onnx bundle")
+        if st.st_size > max_bytes:
+            raise BundleError("file", f"{path}: {st.st_size} bytes, more than the {max_bytes} a bundle may have")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(max_bytes + 1)
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise BundleError("file", f"{path}: grew beyond {max_bytes} bytes while being read")
+    return data
+
+
 def verify_bundle(path: str | Path, providers: tuple[str, ...] = PROVIDER_ORDER,
                   trt_cache_dir: str | None = None,
-                  on_check: Callable[[str, str], None] | None = None) -> Bundle:
-    """Verify a bundle (file, checksum, schema, golden output) and open it for inference.
+                  on_check: Callable[[str, str], None] | None = None,
+                  trust: TrustSettings | None = None) -> Bundle:
+    """Verify a bundle (file, checksum, signature, runtime, schema, golden output) and open it for inference.
 
-    ``on_check(check, detail)`` is called after each check that passes (``bedside verify`` prints them).
+    ``trust`` says which signers are accepted (default :meth:`TrustSettings.default`: the keys in
+    /etc/cromotex/trusted-keys). ``on_check(check, detail)`` is called after each check that passes
+    (``bedside verify`` prints them).
     """
     import jsonschema
 
+    trust = trust or TrustSettings.default()
     passed = on_check or (lambda check, detail: None)
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise BundleError("file", f"{path}: cannot read: {exc}") from exc
+    data = read_bundle_file(path)
     passed("file", f"{path} ({len(data)} bytes)")
     a, b = _digest_span(data)
     stored = data[a:b].decode("ascii", "replace")
@@ -239,22 +387,36 @@ def verify_bundle(path: str | Path, providers: tuple[str, ...] = PROVIDER_ORDER,
     if stored != actual:
         raise BundleError("checksum", f"{path}: sha256 is {actual}, the bundle says {stored}: the file was "
                                       "altered or damaged; copy it again from the release")
-    passed("checksum", f"sha256 {actual}")
+    passed("checksum", f"sha256 {actual} (integrity only, not trust)")
+    try:
+        _, entries = split_model_bytes(data)
+    except ValueError as exc:
+        raise BundleError("file", f"{path}: not an ONNX model ({exc})") from exc
+    values = entries.get(METADATA_KEY, [])
+    if len(values) != 1:
+        raise BundleError("schema", f"{path}: expected one {METADATA_KEY} entry, found {len(values)}")
+    try:
+        meta = json.loads(values[0])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError("schema", f"{path}: {METADATA_KEY} is not readable JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise BundleError("schema", f"{path}: {METADATA_KEY} is not a JSON object")
+    signer = check_signature(data, meta, entries, trust)
+    passed("signature", f"signed by key {signer.key_id} (trusted: {trust.trust_dir}/{signer.key_file})"
+           if signer.trusted else f"{UNSIGNED_MARK}: accepted without a trusted signature "
+                                  f"(key {signer.key_id or 'none'}; --allow-unsigned)")
     session, provider = _make_session(data, providers, trt_cache_dir)
     passed("runtime", f"onnxruntime {provider}")
-    try:
-        meta = json.loads(session.get_modelmeta().custom_metadata_map[METADATA_KEY])
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise BundleError("schema", f"{path}: no readable {METADATA_KEY} entry: {exc}") from exc
     try:
         jsonschema.validate(meta, metadata_schema())
     except jsonschema.ValidationError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
         raise BundleError("schema", f"{path}: metadata field {where}: {exc.message}") from exc
     _check_semantics(meta)
+    _check_graph_io(session, meta)
     passed("schema", f"{meta['model_name']} {meta['model_version']} ({meta.get('variant', 'fp32')}), "
                      f"labels {', '.join(meta['labels'])}")
-    bundle = Bundle(path=path, sha256=actual, metadata=meta, session=session, provider=provider)
+    bundle = Bundle(path=path, sha256=actual, metadata=meta, session=session, provider=provider, signer=signer)
     golden = meta["golden"]
     x = decode_array(golden["input_b64"], golden["input_shape"])
     expected = np.asarray(golden["expected"], dtype=np.float32)
@@ -272,6 +434,6 @@ def verify_bundle(path: str | Path, providers: tuple[str, ...] = PROVIDER_ORDER,
 
 
 def load_bundle(path: str | Path, providers: tuple[str, ...] = PROVIDER_ORDER,
-                trt_cache_dir: str | None = None) -> Bundle:
+                trt_cache_dir: str | None = None, trust: TrustSettings | None = None) -> Bundle:
     """What the bedside calls: every load is a full verification."""
-    return verify_bundle(path, providers, trt_cache_dir)
+    return verify_bundle(path, providers, trt_cache_dir, trust=trust)

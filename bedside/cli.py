@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import re
 import signal
 import sys
@@ -20,7 +21,10 @@ from typing import Any
 import click
 
 from bedside import __version__
+from bedside.cli_trust import trust_options, trust_settings, unsigned_warning
+from bedside.cli_types import MAX_SQLITE_INT, FiniteFloat
 from bedside.errors import BedsideError
+from bedside.telemetry import disable_telemetry
 
 ENV_HELP = "Environment variables: BEDSIDE_MODEL, BEDSIDE_DB, BEDSIDE_BED, BEDSIDE_ALARMS."
 
@@ -79,6 +83,20 @@ def _parse_leads(text: str) -> tuple[str, ...]:
     return leads
 
 
+def _parse_lead_map(text: str) -> tuple[str, ...]:
+    """Canonical lead on each device channel; the 12 leads need I, II and V1-V6 among them."""
+    from bedside.leads import INDEPENDENT_LEADS, canonical_name
+
+    names = tuple(s.strip() for s in text.split(","))
+    canon = {canonical_name(name) for name in names}
+    missing = [lead for lead in INDEPENDENT_LEADS if lead not in canon]
+    if missing:
+        raise click.BadParameter(f"{text!r} lacks {', '.join(missing)}: the 12 leads are computed from I, II and "
+                                 f"V1-V6, so name each channel, e.g. {','.join(INDEPENDENT_LEADS)}",
+                                 param_hint="--lead-map")
+    return names
+
+
 def _run_ui(build: Any, opts: Any, audio: bool, bed_id: str, user: str | None = None,
             leads: tuple[str, ...] = ("II", "V1", "V5")) -> None:
     """Hand the terminal UI a factory that builds the engine (in the UI's engine thread) and exit with its code."""
@@ -110,10 +128,10 @@ def _attach_audio(engine: Any, enabled: bool) -> Any:
 @click.option("--model", envvar="BEDSIDE_MODEL", type=click.Path(dir_okay=False), metavar="BUNDLE",
               help="Model bundle (.onnx) from `trainer export` [env BEDSIDE_MODEL].")
 @click.option("--fast", is_flag=True, help="As fast as the machine allows (the default without --ui).")
-@click.option("--speed", type=click.FloatRange(min=0, min_open=True), metavar="X",
+@click.option("--speed", type=FiniteFloat(min=0, max=1000, min_open=True), metavar="X",
               help="Paced at X times real time (the default with --ui is 1).")
 @click.option("--db", default="bedside.db", show_default=True, envvar="BEDSIDE_DB", help="Alarm log (SQLite).")
-@click.option("--hop", "hop_s", type=click.FloatRange(min=0, min_open=True), metavar="S",
+@click.option("--hop", "hop_s", type=FiniteFloat(min=0.1, max=3600), metavar="S",
               help="Seconds between analysis windows [default: the bundle's, 5].")
 @click.option("--bed", "bed_id", default="replay", show_default=True, envvar="BEDSIDE_BED",
               help="Bed ID logged with the session (no patient identifiers).")
@@ -125,9 +143,10 @@ def _attach_audio(engine: Any, enabled: bool) -> Any:
 @click.option("-q", "--quiet", is_flag=True, help="Only the summary, not each transition.")
 @click.option("--ui", is_flag=True, help="Show the terminal monitor (bedside.ui).")
 @_ui_options
+@trust_options
 def replay(record: str, model: str | None, fast: bool, speed: float | None, db: str, hop_s: float | None,
            bed_id: str, encounter_id: str | None, alarms: str | None, new_session: bool, audio: bool,
-           quiet: bool, ui: bool, ui_user: str | None, ui_leads: str) -> None:
+           quiet: bool, ui: bool, ui_user: str | None, ui_leads: str, trust_dir: Any, allow_unsigned: bool) -> None:
     """Run the engine on a WFDB RECORD (path without extension) and log to --db.
 
     Prints each alarm transition as it is committed, then a summary: windows scored and not scored
@@ -135,7 +154,7 @@ def replay(record: str, model: str | None, fast: bool, speed: float | None, db: 
     """
     from rich.console import Console
 
-    from bedside.console import TransitionPrinter, print_summary
+    from bedside.console import TransitionPrinter, lost_writes_message, print_summary
     from bedside.replay import ReplayOptions, build_replay_engine
 
     if fast and speed is not None:
@@ -145,8 +164,10 @@ def replay(record: str, model: str | None, fast: bool, speed: float | None, db: 
                                "or set BEDSIDE_MODEL")
     if ui and not fast and speed is None:
         speed = 1.0
+    disable_telemetry()
     opts = ReplayOptions(record=record, model=model, db=db, speed=speed, hop_s=hop_s, bed_id=bed_id,
-                         encounter_id=encounter_id, alarms=alarms, resume=not new_session)
+                         encounter_id=encounter_id, alarms=alarms, resume=not new_session,
+                         trust=trust_settings(trust_dir, allow_unsigned))
     if ui:
         _run_ui(build_replay_engine, opts, audio, bed_id, ui_user, _parse_leads(ui_leads))
     try:
@@ -155,6 +176,8 @@ def replay(record: str, model: str | None, fast: bool, speed: float | None, db: 
         raise _fail(exc) from exc
     err = Console(stderr=True)
     console = Console()
+    if unsigned_warning(engine.bundle):
+        click.echo(unsigned_warning(engine.bundle), err=True)
     if not quiet:
         engine.subscribe(TransitionPrinter())
     annunciator = _attach_audio(engine, audio)
@@ -171,6 +194,10 @@ def replay(record: str, model: str | None, fast: bool, speed: float | None, db: 
     print_summary(summary, console, f"Replay of {engine.source.description}: {record_s:.0f} s at "
                                     f"{engine.source.fs_hz:g} Hz, model {engine.bundle.version}, hop {engine.hop_s:g} s",
                   engine.bundle.unvalidated_labels)
+    if unsigned_warning(engine.bundle):
+        console.print(unsigned_warning(engine.bundle), markup=False, soft_wrap=True)
+    if lost_writes_message(summary):
+        raise click.ClickException(lost_writes_message(summary))
 
 
 class _Progress:
@@ -211,28 +238,29 @@ class _Progress:
               help="Alarm log [default: $STATE_DIRECTORY/bedside.db under systemd, else bedside.db].")
 @click.option("--bed", "bed_id", envvar="BEDSIDE_BED", default="bed-1", show_default=True, help="Bed ID.")
 @click.option("--encounter", "encounter_id", default=None, help="Encounter ID logged with the session.")
-@click.option("--baudrate", type=int, default=None, help="Serial speed [default: the protocol's].")
+@click.option("--baudrate", type=click.IntRange(300, 20_000_000), default=None, help="Serial speed [default: the protocol's].")
 @click.option("--lead-map", default=None, metavar="I,II,V1,...",
               help="Canonical lead on each channel CH1..CHn [default: the protocol's].")
 @click.option("--alarms", envvar="BEDSIDE_ALARMS", type=click.Path(exists=True, dir_okay=False),
               help="Alarm settings TOML [default: the built-in bedside/alarms.toml].")
-@click.option("--hop", "hop_s", type=click.FloatRange(min=0, min_open=True), help="Seconds between windows.")
+@click.option("--hop", "hop_s", type=FiniteFloat(min=0.1, max=3600), help="Seconds between windows.")
 @click.option("--trt-cache", "trt_cache_dir", envvar="CACHE_DIRECTORY", default=None,
               help="TensorRT engine cache [default: $CACHE_DIRECTORY under systemd].")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+@click.option("--duration", type=FiniteFloat(min=0, max=10 * 365 * 86400, min_open=True), default=None, metavar="S",
               help="Stop after S seconds (tests, benchmarks).")
 @click.option("--audio/--no-audio", default=True, show_default=True, help="Sound alarms.")
 @click.option("-q", "--quiet", is_flag=True, help="Do not print each transition.")
 @click.option("--ui", is_flag=True, help="Show the terminal monitor (bedside.ui).")
 @_ui_options
+@trust_options
 def monitor(port: str, protocol: str, model: str | None, db: str | None, bed_id: str, encounter_id: str | None,
             baudrate: int | None, lead_map: str | None, alarms: str | None, hop_s: float | None,
             trt_cache_dir: str | None, duration: float | None, audio: bool, quiet: bool, ui: bool,
-            ui_user: str | None, ui_leads: str) -> None:
+            ui_user: str | None, ui_leads: str, trust_dir: Any, allow_unsigned: bool) -> None:
     """Run the engine live on a serial ECG device, headless (what bedside.service runs)."""
     from rich.console import Console
 
-    from bedside.console import TransitionPrinter, print_summary
+    from bedside.console import TransitionPrinter, lost_writes_message, print_summary
     from bedside.monitor import MonitorOptions, build_monitor_engine, default_db_path
 
     from devices.protocols import PROTOCOL_NAMES
@@ -241,16 +269,20 @@ def monitor(port: str, protocol: str, model: str | None, db: str | None, bed_id:
         raise click.UsageError("--port is empty: give the device path (/dev/serial/by-id/...), a pty or socket://HOST:PORT")
     if protocol not in PROTOCOL_NAMES:
         raise click.UsageError(f"--protocol {protocol!r} unknown; choose one of {', '.join(PROTOCOL_NAMES)}")
-    leads = tuple(s.strip() for s in lead_map.split(",")) if lead_map else None
+    leads = _parse_lead_map(lead_map) if lead_map is not None else None
+    disable_telemetry()
     opts = MonitorOptions(port=port, protocol=protocol, model=model, db=db or default_db_path(), bed_id=bed_id,
                           encounter_id=encounter_id, baudrate=baudrate, lead_map=leads, alarms=alarms,
-                          hop_s=hop_s, trt_cache_dir=(trt_cache_dir or "").split(":")[0] or None)
+                          hop_s=hop_s, trt_cache_dir=(trt_cache_dir or "").split(":")[0] or None,
+                          trust=trust_settings(trust_dir, allow_unsigned))
     if ui:
         _run_ui(build_monitor_engine, opts, audio, bed_id, ui_user, _parse_leads(ui_leads))
     try:
         engine = build_monitor_engine(opts)
     except (BedsideError, ValueError) as exc:
         raise _fail(exc) from exc
+    if unsigned_warning(engine.bundle):
+        click.echo(unsigned_warning(engine.bundle), err=True)
     if not quiet:
         engine.subscribe(TransitionPrinter())
     annunciator = _attach_audio(engine, audio)
@@ -272,7 +304,14 @@ def monitor(port: str, protocol: str, model: str | None, db: str | None, bed_id:
             timer.cancel()
     print_summary(summary, Console(), f"Monitor on {port} ({protocol}), bed {bed_id}",
                   engine.bundle.unvalidated_labels if engine.bundle is not None else ())
+    if unsigned_warning(engine.bundle):
+        Console().print(unsigned_warning(engine.bundle), markup=False, soft_wrap=True)
+    if lost_writes_message(summary):
+        raise click.ClickException(lost_writes_message(summary))
 
+
+#: Latest time --since accepts as UNIX seconds (year 9999, the last datetime can show).
+MAX_UNIX_S = 253402300799.0
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 
@@ -282,11 +321,16 @@ def parse_since(text: str, now: float | None = None) -> float:
     now = time.time() if now is None else now
     m = _RELATIVE.match(text.strip())
     if m:
-        return now - float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        return max(0.0, now - float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)])
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        if math.isfinite(seconds) and 0 <= seconds <= MAX_UNIX_S:
+            return seconds
+        raise click.BadParameter(f"{text!r}: UNIX seconds must be a finite number from 0 to {MAX_UNIX_S:g}",
+                                 param_hint="--since")
     try:
         return datetime.fromisoformat(text).timestamp()
     except ValueError:
@@ -298,7 +342,7 @@ def parse_since(text: str, now: float | None = None) -> float:
 @main.command()
 @click.option("--db", envvar="BEDSIDE_DB", default="bedside.db", show_default=True, help="Alarm log (SQLite).")
 @click.option("--since", default=None, help="Only transitions since: 2h, 30m, 1d, an ISO date-time or UNIX seconds.")
-@click.option("--session", "session_id", type=int, default=None, help="Only this session.")
+@click.option("--session", "session_id", type=click.IntRange(1, MAX_SQLITE_INT), default=None, help="Only this session.")
 @click.option("--bed", "bed_id", default=None, help="Only this bed.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 def alerts(db: str, since: str | None, session_id: int | None, bed_id: str | None, fmt: str) -> None:

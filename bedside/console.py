@@ -78,12 +78,23 @@ def print_summary(summary: RunSummary, console: Console, title: str, not_validat
                       soft_wrap=True)
     if summary.gap_samples:
         console.print(f"Samples missing (analysed as gaps, never zero-filled): {summary.gap_samples}")
-    if summary.storage_failures or summary.dropped_windows:
-        console.print(f"[red]Log writes failed {summary.storage_failures} times; "
-                      f"{summary.dropped_windows} windows could not be kept[/red]")
+    if summary.storage_failures or not summary.log_complete:
+        console.print(f"[red]Log writes failed {summary.storage_failures} times; not kept in the log: "
+                      f"{summary.unsaved_windows} windows, {summary.unsaved_transitions} alarm transitions[/red]",
+                      soft_wrap=True)
     resumed = f", resumed at window {summary.resumed_at_window}" if summary.resumed_at_window else ""
     console.print(f"Logged to {summary.db_path} (session {summary.session_id}{resumed}); review with "
                   f"`bedside alerts --db {summary.db_path} --session {summary.session_id}`", soft_wrap=True)
     speed = f" ({summary.signal_s / summary.wall_s:.0f}x real time)" if summary.wall_s > 0 and summary.signal_s else ""
-    console.print(f"{summary.signal_s:.0f} s of signal in {summary.wall_s:.1f} s{speed}; ended: {summary.end_reason}",
-                  soft_wrap=True)
+    incomplete = "" if summary.log_complete else " (the log is incomplete)"
+    console.print(f"{summary.signal_s:.0f} s of signal in {summary.wall_s:.1f} s{speed}; ended: {summary.end_reason}"
+                  f"{incomplete}", soft_wrap=True)
+
+
+def lost_writes_message(summary: RunSummary) -> str | None:
+    """Why a run must exit non-zero although it ended: what its log did not keep (None: nothing lost)."""
+    if summary.log_complete:
+        return None
+    return (f"the alarm log {summary.db_path} did not keep {summary.unsaved_windows} analysed windows and "
+            f"{summary.unsaved_transitions} alarm transitions (writes failed {summary.storage_failures} times); "
+            "they were shown but are not in the log. Check that the disk is not full and the file is writable.")

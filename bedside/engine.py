@@ -88,6 +88,13 @@ class RunSummary:
     listener_errors: int = 0
     storage_failures: int = 0
     dropped_windows: int = 0
+    unsaved_windows: int = 0  # analysed but never written to the log (dropped ones included)
+    unsaved_transitions: int = 0  # announced but never written to the log
+
+    @property
+    def log_complete(self) -> bool:
+        """Everything analysed and announced is in the log."""
+        return not (self.unsaved_windows or self.unsaved_transitions)
 
 
 @dataclass
@@ -218,7 +225,7 @@ class Engine:
                 self._step(items)
             self._step([])
         except BaseException as exc:
-            reason = f"error: {type(exc).__name__}: {exc}"[:300]
+            reason = self._without_path(f"error: {type(exc).__name__}: {exc}")[:300]
             raise
         finally:
             self.notifier.stopping()
@@ -284,6 +291,12 @@ class Engine:
         self.summary.resumed_at_window = self.next_window
         return True
 
+    def _without_path(self, text: str) -> str:
+        """``text`` with the replayed record's folder removed: the log names a record, never a path."""
+        record = getattr(self.source, "record", None)
+        path = getattr(record, "path", None)
+        return text.replace(str(path), self.source.description) if path else text
+
     def _close_session(self, reason: str) -> None:
         self.summary.end_reason = reason
         if self.session_id is None or self.already_complete:
@@ -296,6 +309,8 @@ class Engine:
             self.store.end_session(self.session_id, reason, self.clock())
         except StoreError as exc:
             log.error("could not close session %s in the log: %s", self.session_id, exc)
+        self.summary.unsaved_windows = len(self._backlog.windows) + self.summary.dropped_windows
+        self.summary.unsaved_transitions = len(self._backlog.changes)
         self._link = "ended"
         self._publish(self._status())
 

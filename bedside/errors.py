@@ -21,11 +21,11 @@ class GapError(BedsideError):
 
 
 class BundleError(BedsideError):
-    """A model bundle is refused: failed checksum, schema or golden-output check."""
+    """A model bundle is refused: failed file, checksum, signature, schema or golden-output check."""
 
     def __init__(self, check: str, message: str):
         super().__init__(f"model bundle refused ({check} check failed): {message}")
-        #: which check failed: "file", "checksum", "schema", "golden", "runtime"
+        #: which check failed: "file", "checksum", "signature", "runtime", "schema", "golden"
         self.check = check
 
 

@@ -18,6 +18,7 @@ from bedside.engine import Engine, EngineSettings
 from bedside.errors import BundleError
 from bedside.sources import DeviceSource
 from bedside.store import Store
+from bedside.trust import TrustSettings
 from bedside.watchdog import Notifier
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class MonitorOptions:
     hop_s: float | None = None
     trt_cache_dir: str | None = None
     reconnect: bool = True
+    trust: TrustSettings | None = None  # None: the default trust directory, nothing unsigned
 
 
 def default_db_path() -> str:
@@ -45,12 +47,13 @@ def default_db_path() -> str:
     return os.path.join(state, "bedside.db") if state else "bedside.db"
 
 
-def load_bundle_or_reason(path: str | None, trt_cache_dir: str | None) -> tuple[Bundle | None, str | None]:
+def load_bundle_or_reason(path: str | None, trt_cache_dir: str | None,
+                          trust: TrustSettings | None = None) -> tuple[Bundle | None, str | None]:
     """The verified bundle, or None and why it was refused (the engine raises bundle_refused)."""
     if not path:
         return None, "no model bundle configured (--model or BEDSIDE_MODEL)"
     try:
-        return load_bundle(path, trt_cache_dir=trt_cache_dir), None
+        return load_bundle(path, trt_cache_dir=trt_cache_dir, trust=trust), None
     except BundleError as exc:
         log.error("%s", exc)
         return None, str(exc)
@@ -58,7 +61,7 @@ def load_bundle_or_reason(path: str | None, trt_cache_dir: str | None) -> tuple[
 
 def build_monitor_engine(opts: MonitorOptions, notifier: Notifier | None = None) -> Engine:
     config = load_alarm_config(opts.alarms)
-    bundle, refused = load_bundle_or_reason(opts.model, opts.trt_cache_dir)
+    bundle, refused = load_bundle_or_reason(opts.model, opts.trt_cache_dir, opts.trust)
     store = Store(opts.db)
     source = DeviceSource(opts.port, opts.protocol, baudrate=opts.baudrate, lead_map=opts.lead_map,
                           reconnect=opts.reconnect)

@@ -9,7 +9,9 @@ whole. Single- and multi-segment records, any signal format wfdb reads, multi-fr
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,11 @@ class EcgRecord:
     samples_per_frame: int  # of the ECG channels (1 for single-frequency records)
 
     @property
+    def name(self) -> str:
+        """The record's name without its folder (paths can hold identifiers)."""
+        return Path(self.path).name
+
+    @property
     def duration_s(self) -> float:
         return self.n_samples / self.fs_hz
 
@@ -55,7 +62,7 @@ class EcgRecord:
         """Samples [start, stop) of the 12 canonical leads, [12, n] float32 in mV; NaN marks gaps."""
         stop = self.n_samples if stop is None else min(stop, self.n_samples)
         if not 0 <= start < stop:
-            raise RecordError(f"{self.path}: sample range [{start}, {stop}) is empty or outside 0..{self.n_samples}")
+            raise RecordError(f"record {self.name}: sample range [{start}, {stop}) is empty or outside 0..{self.n_samples}")
         spf = self.samples_per_frame
         f0, f1 = start // spf, -(-stop // spf)
         channels = sorted(set(self.channel_of.values()))
@@ -63,7 +70,7 @@ class EcgRecord:
             rec = wfdb.rdrecord(self.path, sampfrom=f0, sampto=f1, channels=channels,
                                 smooth_frames=spf == 1, return_res=32)
         except Exception as exc:  # wfdb raises many types for damaged files
-            raise RecordError(f"{self.path}: cannot read samples {start}..{stop}: {exc}. "
+            raise RecordError(f"record {self.name}: cannot read samples {start}..{stop}: {exc}. "
                               "Check that the signal files are complete and match the header.") from exc
         if spf == 1:
             columns = [rec.p_signal[:, k] for k in range(len(channels))]
@@ -73,6 +80,11 @@ class EcgRecord:
         by_channel = {ch: np.asarray(col, dtype=np.float32)[offset: offset + (stop - start)]
                       for ch, col in zip(channels, columns)}
         leads = {name: by_channel[ch] * np.float32(self.to_mv[name]) for name, ch in self.channel_of.items()}
+        for name, x in leads.items():
+            if np.isinf(x).any():
+                first = start + int(np.flatnonzero(np.isinf(x))[0])
+                raise RecordError(f"record {self.name}: lead {name} becomes infinite at sample {first} (a header gain "
+                                  "or unit that does not fit the samples). Check the header's gains and units.")
         if self.derived:
             computed = derive_limb_leads(leads["I"], leads["II"])
             for name in self.derived:
@@ -103,6 +115,68 @@ def _header(path: str):
         raise RecordError(f"{hea}: not a readable WFDB header: {exc}") from exc
 
 
+#: Sampling rates a bedside ECG record can have (Hz); anything outside is a damaged or mistyped header.
+FS_RANGE_HZ = (25.0, 10000.0)
+
+
+def _header_lines(hea: Path) -> list[list[str]]:
+    """Fields of each record and signal line of a WFDB header (comments and blank lines skipped)."""
+    try:
+        text = hea.read_text(encoding="latin-1")
+    except OSError:
+        return []
+    return [line.split() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _number(field: str) -> float | None:
+    """The leading number of a header field such as ``500/1000(3)`` or ``200.5(0)/mV``; None if none."""
+    head = re.split(r"[/(]", field, maxsplit=1)[0]
+    try:
+        return float(head)
+    except ValueError:
+        return None
+
+
+def _check_header_values(base: str, header) -> None:
+    """Refuse a header whose sampling frequency or gains cannot describe a signal.
+
+    Read from the header text itself: wfdb silently puts 250 Hz for a missing or unparsable
+    frequency, and 200 for a gain of 0, NaN or inf, which would replay at the wrong rate or scale.
+    """
+    name = Path(base).name
+    hea = Path(base + ".hea")
+    lines = _header_lines(hea)
+    fix = "Correct the header (the record line is 'NAME NSIG FS NSAMP', the gain is the signal line's 3rd field)."
+    fs_field = lines[0][2] if lines and len(lines[0]) > 2 else None
+    if fs_field is None:
+        raise RecordError(f"record {name}: the header gives no sampling frequency (wfdb would assume 250 Hz). {fix}")
+    fs = _number(fs_field)
+    lo, hi = FS_RANGE_HZ
+    if fs is None or not math.isfinite(fs) or not lo <= fs <= hi:
+        raise RecordError(f"record {name}: sampling frequency {fs_field!r} in the header is not a rate between "
+                          f"{lo:g} and {hi:g} Hz. {fix}")
+    if not math.isclose(float(header.fs or 0), fs):
+        raise RecordError(f"record {name}: sampling frequency {fs_field!r} in the header was read as "
+                          f"{header.fs} Hz. {fix}")
+    signal_files: list[tuple[str, list[list[str]]]] = []
+    if isinstance(header, wfdb.MultiRecord):
+        for seg in header.seg_name or []:
+            if seg and seg != "~":
+                signal_files.append((seg, _header_lines(hea.with_name(seg + ".hea"))[1:]))
+    else:
+        signal_files.append((name, lines[1:]))
+    for where, signal_lines in signal_files:
+        for fields in signal_lines:
+            if len(fields) < 3:
+                continue  # no gain field: WFDB's uncalibrated default
+            gain = _number(fields[2])
+            if gain is None or gain == 0 or not math.isfinite(gain):
+                signal = fields[8] if len(fields) > 8 else fields[0]
+                value = re.split(r"[/(]", fields[2], maxsplit=1)[0]
+                raise RecordError(f"record {name}: signal {signal!r} of {where} has gain {value!r}; "
+                                  f"a gain must be a finite non-zero number of ADC units per physical unit. {fix}")
+
+
 def _signal_layout(header) -> tuple[list[str], list[str], list[int]]:
     """(names, units, samples per frame) of a single- or multi-segment header."""
     names = list(header.sig_name or [])
@@ -131,6 +205,7 @@ def open_record(path: str | os.PathLike[str], recipe: Recipe = DEFAULT_RECIPE,
     """
     base = record_base(path)
     header = _header(base)
+    _check_header_values(base, header)
     names, units, spf = _signal_layout(header)
     channel_of: dict[str, int] = {}
     for ch, name in enumerate(names):
@@ -160,6 +235,9 @@ def open_record(path: str | os.PathLike[str], recipe: Recipe = DEFAULT_RECIPE,
                         "resample them to one rate first")
     k = lead_spf[0]
     fs_hz = float(header.fs) * k
+    if not FS_RANGE_HZ[0] <= fs_hz <= FS_RANGE_HZ[1]:
+        raise RecordError(f"record {Path(base).name}: ECG sampled at {fs_hz:g} Hz ({header.fs:g} Hz x {k} samples "
+                          f"per frame), outside {FS_RANGE_HZ[0]:g}-{FS_RANGE_HZ[1]:g} Hz. Check the header.")
     n_samples = int(header.sig_len or 0) * k
     need = input_samples_for_window(fs_hz, recipe)
     if require_window and n_samples < need:

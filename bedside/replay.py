@@ -17,6 +17,7 @@ from bedside.engine import Engine, EngineSettings
 from bedside.records import open_record
 from bedside.sources import RecordSource
 from bedside.store import Store
+from bedside.trust import TrustSettings
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,13 @@ class ReplayOptions:
     resume: bool = True
     chunk_s: float = 120.0
     max_batch: int = 16
+    trust: TrustSettings | None = None  # None: the default trust directory, nothing unsigned
 
 
 def build_replay_engine(opts: ReplayOptions) -> Engine:
     """Check everything, then build the engine (raises BedsideError subclasses with the fix)."""
     config = load_alarm_config(opts.alarms)
-    bundle = load_bundle(opts.model)
+    bundle = load_bundle(opts.model, trust=opts.trust)
     record = open_record(opts.record, bundle.recipe)
     source = RecordSource(record, speed=opts.speed, chunk_s=opts.chunk_s)
     store = Store(os.fspath(opts.db))

@@ -13,11 +13,14 @@ file opens unchanged in Datasette.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import stat
+import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +32,13 @@ from bedside.errors import BedsideError, BedsideWarning
 from bedside.events import AlarmChange, AlarmKind, AlarmState, Priority, WindowResult
 
 MIGRATIONS = Migrations("bedside")
+
+#: Seconds a writer (opening or creating the log included) waits for another one before it fails.
+BUSY_TIMEOUT_S = 10.0
+#: The first 16 bytes of every SQLite 3 database file.
+SQLITE_MAGIC = b"SQLite format 3\x00"
+#: Tables that make an SQLite file a bedside log (another application's database has other tables).
+BEDSIDE_TABLES = frozenset({"sessions", "alarm_transitions", "windows", "technical_events"})
 
 
 @MIGRATIONS()
@@ -101,24 +111,100 @@ def create_private_file(path: Path) -> None:
         os.chmod(path, 0o600)
 
 
+def _uri(path: Path, **params: str) -> str:
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return f"{path.resolve().as_uri()}?{query}"
+
+
+def check_log_path(path: Path) -> bool:
+    """True if ``path`` is a bedside log, False if it does not exist yet (or is an empty file).
+
+    Raises :class:`StoreError`, having changed nothing, for anything else: a directory, device or FIFO,
+    a file that is not SQLite, or another application's SQLite database. The check reads the file's
+    16-byte header and its schema through an ``immutable`` connection (no lock, no -wal/-shm file).
+    """
+    fix = "Pass --db a new file name or a log that `bedside replay` or `bedside monitor` wrote."
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot check the alarm log: {exc}. {fix}") from exc
+    if not stat.S_ISREG(st.st_mode):
+        what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file (a device, FIFO or socket)"
+        raise StoreError(f"{path}: is {what}, not an alarm log; nothing was changed. {fix}")
+    if st.st_size == 0:
+        return False
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read the alarm log: {exc}. {fix}") from exc
+    if head != SQLITE_MAGIC:
+        raise StoreError(f"{path}: is not an SQLite database (another kind of file); nothing was changed. {fix}")
+    try:
+        conn = sqlite3.connect(_uri(path, mode="ro", immutable="1"), uri=True)
+        try:
+            tables = {r[0] for r in conn.execute("select name from sqlite_master where type = 'table'")}
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: is not a readable SQLite database ({exc}); nothing was changed. {fix}") from exc
+    if tables and not BEDSIDE_TABLES <= tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StoreError(f"{path}: is another application's SQLite database (tables {shown}), not a bedside "
+                         f"alarm log; nothing was changed. {fix}")
+    return bool(tables)
+
+
 class Store:
     """One SQLite log file; every write goes through :meth:`commit` (one transaction)."""
 
     def __init__(self, path: str | os.PathLike[str]):
+        if not os.fspath(path):
+            raise StoreError("--db is empty: give the alarm log's file name (for example bedside.db).")
         self.path = Path(path)
+        existing = check_log_path(self.path)  # raises StoreError before anything is changed
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not existing:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             create_private_file(self.path)
-            conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=10.0)
+            conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=BUSY_TIMEOUT_S)
             self.db = Database(conn)
-            self.db.execute("PRAGMA busy_timeout = 10000")
-            self.db.enable_wal()
-            self.db.execute("PRAGMA synchronous = FULL")
-            self.db.execute("PRAGMA foreign_keys = ON")
-            MIGRATIONS.apply(self.db)
+            self.db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            self._initialise()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"{self.path}: cannot open the alarm log: {exc}. Check that the folder exists, "
                              "is writable by this user and the disk is not full; or pass another --db.") from exc
+
+    def _initialise(self) -> None:
+        """WAL, FULL sync, the schema: waits for another process creating the same log (busy_timeout)."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self.db.enable_wal()
+                self.db.execute("PRAGMA synchronous = FULL")
+                self.db.execute("PRAGMA foreign_keys = ON")
+                with self.transaction():  # one process at a time decides which migrations are pending
+                    MIGRATIONS.apply(self.db)
+                return
+            except sqlite3.OperationalError as exc:  # "database is locked" when the busy handler is bypassed
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction that takes the write lock first (BEGIN IMMEDIATE), so it waits for
+        another writer (busy_timeout) instead of failing at once when its read snapshot went stale."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if self.db.conn.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     def close(self) -> None:
         self.db.close()
@@ -133,11 +219,11 @@ class Store:
                    bundle_sha256=bundle_sha256, bundle_version=bundle_version, provider=provider, hop_s=hop_s,
                    config_sha256=config_sha256, resume_key=resume_key, engine_version=engine_version,
                    started_wall=wall_time, started_utc=utc(wall_time))
-        with self.db.atomic():
+        with self.transaction():
             return int(self.db["sessions"].insert(row).last_pk)
 
     def end_session(self, session_id: int, reason: str, wall_time: float) -> None:
-        with self.db.atomic():
+        with self.transaction():
             self.db["sessions"].update(session_id, {"ended_wall": wall_time, "ended_utc": utc(wall_time),
                                                     "end_reason": reason})
 
@@ -208,7 +294,7 @@ class Store:
             "kind": e.kind, "sample_index": e.sample_index, "length": e.length, "detail": e.detail,
         } for seq, e in events]
         try:
-            with self.db.atomic():
+            with self.transaction():
                 if win_rows:
                     self.db["windows"].insert_all(win_rows)
                 if change_rows:
@@ -219,6 +305,15 @@ class Store:
             raise StoreError(f"{self.path}: write failed: {exc}") from exc
 
 
+def readonly_uri(path: Path) -> str:
+    """A read-only URI for the log: ``mode=ro``, or ``immutable=1`` when this user cannot write the
+    WAL index (-shm) a WAL reader needs (a log readable but not writable by the reviewer); an
+    immutable reader sees what was checkpointed into the main file (everything, once writers closed)."""
+    shm = path.with_name(path.name + "-shm")
+    can_index = os.access(shm, os.R_OK | os.W_OK) if shm.exists() else os.access(path.parent, os.W_OK)
+    return _uri(path, mode="ro") if can_index else _uri(path, mode="ro", immutable="1")
+
+
 def query_transitions(db_path: str | os.PathLike[str], since_wall: float | None = None,
                       session_id: int | None = None, bed_id: str | None = None) -> list[dict[str, Any]]:
     """Alarm transitions with their bed, oldest first, for review and export (read-only)."""
@@ -226,7 +321,7 @@ def query_transitions(db_path: str | os.PathLike[str], since_wall: float | None 
     if not path.is_file():
         raise StoreError(f"{path}: no such alarm log. Give the --db file that `bedside replay` or "
                          "`bedside monitor` wrote.")
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = sqlite3.connect(readonly_uri(path), uri=True)
     try:
         where, args = ["1"], []
         if since_wall is not None:

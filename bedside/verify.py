@@ -1,6 +1,7 @@
 """``bedside verify BUNDLE``: the checks the bedside runs on every load, one line each.
 
-Checks, in order: file (readable), checksum (sha256 recomputed), runtime (an execution provider
+Checks, in order: file (a regular file, readable), checksum (sha256 recomputed: damage), signature
+(Ed25519, by a key whose .pub is in the trust directory: trust), runtime (an execution provider
 starts: TensorRT, then CUDA, then CPU), schema (metadata against bundle_schema.json plus the
 semantic checks), golden (the stored input reproduces the stored output within the provider's
 tolerance). Needs onnxruntime, never torch. Exit status 0 when all pass, 2 otherwise, with the
@@ -18,18 +19,22 @@ from typing import Any
 import click
 
 from bedside.bundle import PROVIDER_ORDER, Bundle, verify_bundle
+from bedside.cli_trust import trust_options, trust_settings, unsigned_warning
 from bedside.errors import BundleError
+from bedside.trust import TrustSettings
 
-CHECKS = ("file", "checksum", "runtime", "schema", "golden")
+CHECKS = ("file", "checksum", "signature", "runtime", "schema", "golden")
 EXIT_REFUSED = 2
 _SHORT = {p.replace("ExecutionProvider", "").lower(): p for p in PROVIDER_ORDER}
 
 
-def _run_checks(path: str | Path, providers: tuple[str, ...], trt_cache_dir: str | None
+def _run_checks(path: str | Path, providers: tuple[str, ...], trt_cache_dir: str | None,
+                trust: TrustSettings | None = None
                 ) -> tuple[list[tuple[str, bool, str]], BundleError | None, Bundle | None]:
     lines: list[tuple[str, bool, str]] = []
     try:
-        bundle = verify_bundle(path, providers, trt_cache_dir, on_check=lambda c, d: lines.append((c, True, d)))
+        bundle = verify_bundle(path, providers, trt_cache_dir, on_check=lambda c, d: lines.append((c, True, d)),
+                               trust=trust)
     except BundleError as exc:
         lines.append((exc.check, False, str(exc)))
         return lines, exc, None
@@ -37,9 +42,10 @@ def _run_checks(path: str | Path, providers: tuple[str, ...], trt_cache_dir: str
 
 
 def verify_lines(path: str | Path, providers: tuple[str, ...] = PROVIDER_ORDER,
-                 trt_cache_dir: str | None = None) -> tuple[list[tuple[str, bool, str]], BundleError | None]:
+                 trt_cache_dir: str | None = None, trust: TrustSettings | None = None
+                 ) -> tuple[list[tuple[str, bool, str]], BundleError | None]:
     """Run the checks; (check, passed, detail) per check reached, and the error that stopped them."""
-    lines, error, _ = _run_checks(path, providers, trt_cache_dir)
+    lines, error, _ = _run_checks(path, providers, trt_cache_dir, trust)
     return lines, error
 
 
@@ -77,10 +83,13 @@ def label_lines(meta: dict[str, Any]) -> list[str]:
               help="Execution providers to try, in order [default: tensorrt, cuda, cpu].")
 @click.option("--trt-cache-dir", type=click.Path(file_okay=False), default=None,
               help="TensorRT engine cache directory (engines built once, reused).")
-def verify_command(bundle: Path, providers: tuple[str, ...], trt_cache_dir: str | None) -> None:
-    """Verify a model bundle: file, checksum, runtime, schema and golden output."""
+@trust_options
+def verify_command(bundle: Path, providers: tuple[str, ...], trt_cache_dir: str | None, trust_dir: Path | None,
+                   allow_unsigned: bool) -> None:
+    """Verify a model bundle: file, checksum, signature, runtime, schema and golden output."""
     order = tuple(_SHORT[p] for p in providers) or PROVIDER_ORDER
-    lines, error, verified = _run_checks(bundle, order, trt_cache_dir)
+    trust = trust_settings(trust_dir, allow_unsigned)
+    lines, error, verified = _run_checks(bundle, order, trt_cache_dir, trust)
     for check, ok, detail in lines:
         click.echo(f"{check:<9} {'ok' if ok else 'FAILED'}  {detail}")
     if error is not None:
@@ -90,6 +99,9 @@ def verify_command(bundle: Path, providers: tuple[str, ...], trt_cache_dir: str 
         click.echo(f"bundle {bundle} refused: {error.check} check failed", err=True)
         raise SystemExit(EXIT_REFUSED)
     assert verified is not None
+    warning = unsigned_warning(verified)
+    if warning:
+        click.echo(warning, err=True)
     for line in label_lines(verified.metadata):
         click.echo(line)
     click.echo(f"bundle {bundle} verified")

@@ -20,6 +20,8 @@ from bedside.bundle import calibrate
 
 METHODS = ("platt", "isotonic", "identity")
 _EPS = 1e-7  # the clip bedside.bundle.calibrate applies before the logit
+#: Smallest Platt slope written: the bedside refuses a <= 0 (a map that is flat or reverses the ranking).
+MIN_PLATT_A = 1e-6
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -42,7 +44,9 @@ def fit_platt(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
     z = _logit(p).reshape(-1, 1)
     lr = LogisticRegression(C=np.inf, solver="lbfgs", max_iter=1000)  # C=inf: no penalty beyond the smoothing
     lr.fit(np.vstack([z, z]), np.r_[np.ones(len(z)), np.zeros(len(z))].astype(int), sample_weight=np.r_[t, 1 - t])
-    return {"a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
+    # a <= 0: the scores carry no (or reversed) information on validation, so the label is not validated and
+    # never alarms; the floor keeps the map increasing, as the bedside requires, and nearly flat (~ sigmoid(b))
+    return {"a": max(float(lr.coef_[0, 0]), MIN_PLATT_A), "b": float(lr.intercept_[0])}
 
 
 def fit_isotonic(p: np.ndarray, y: np.ndarray) -> dict[str, list[float]]:

@@ -61,6 +61,10 @@ EXIT_VARIANT_REFUSED = 3
 @click.option("--allow-unvalidated", is_flag=True,
               help="Development only: write the bundle even when no label's validation AUROC is credibly above "
                    "chance (such labels never alarm at the bedside).")
+@click.option("--sign", "sign_key", envvar="CROMOTEX_SIGNING_KEY", default=None,
+              type=click.Path(dir_okay=False, path_type=Path), metavar="KEY",
+              help="Sign the bundles with this Ed25519 private key (`trainer keygen`); the bedside refuses "
+                   "unsigned bundles [env CROMOTEX_SIGNING_KEY].")
 @click.option("--model-name", default=None, help="[default: cromotex-ecg-<method>]")
 @click.option("--model-version", default=None, help="[default: first 12 hex of the checkpoint's sha256]")
 @click.pass_context
@@ -69,7 +73,8 @@ def export_command(ctx: click.Context, source: Path, out: Path, cache: Path | No
                    parity_records: tuple[Path, ...], parity_windows: int, parity_atol: float,
                    max_windows: int | None, hop_s: float, int8_format: str, int8_per_channel: bool,
                    int8_calibration_windows: int, int8_ops: str, int8_calibrate_method: str, max_auroc_drop: float,
-                   allow_unvalidated: bool, model_name: str | None, model_version: str | None) -> None:
+                   allow_unvalidated: bool, sign_key: Path | None, model_name: str | None,
+                   model_version: str | None) -> None:
     """Export a fine-tuned checkpoint (RUN_DIR of `trainer run`, or the .pt) to a model bundle.
 
     Checks parity with PyTorch (refuses above --parity-atol), fits calibration and thresholds on
@@ -108,12 +113,23 @@ def export_command(ctx: click.Context, source: Path, out: Path, cache: Path | No
         raise click.BadParameter("give at least one op type, e.g. Conv,MatMul", param_hint="--int8-ops")
     quant = QuantOptions(quant_format=int8_format, per_channel=int8_per_channel, op_types=ops,
                          calibration_windows=int8_calibration_windows, calibrate_method=int8_calibrate_method)
+    from bedside.trust import key_id, load_private_key
+
+    signing_key = None
+    if sign_key is not None:
+        try:
+            signing_key = load_private_key(sign_key)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--sign") from exc
+        log.info("signing with key %s", key_id(signing_key.public_key()))
+    else:
+        log.warning("no --sign KEY: the bundles are unsigned and the bedside refuses them unless --allow-unsigned")
     settings = ExportSettings(operating_point=point, calibration="identity" if calibration == "none" else calibration,
                               int8=int8, fp16=fp16, tensorrt=tensorrt, opset=opset, parity_atol=parity_atol,
                               parity_records=tuple(parity_records), parity_windows=parity_windows,
                               max_windows=max_windows, hop_s=hop_s, quant=quant, max_auroc_drop=max_auroc_drop,
                               allow_unvalidated=allow_unvalidated, model_name=model_name,
-                              model_version=model_version)
+                              model_version=model_version, signing_key=signing_key)
     def say(message: str) -> None:
         console.print(message, markup=False, highlight=False)
 

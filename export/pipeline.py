@@ -28,8 +28,11 @@ from typing import Any
 import numpy as np
 import onnx
 
+from bedside.bundle import check_semantics
+from bedside.errors import BundleError
 from bedside.leads import CANONICAL_LEADS
 from bedside.preprocess import Recipe
+from bedside.trust import key_id
 from export import __version__
 from export.bundle_writer import write_bundle
 from export.calibration import apply_calibration, fit_calibration
@@ -77,6 +80,7 @@ class ExportSettings:
     model_version: str | None = None
     bootstrap: int = 500  # replicates of the subject-level intervals (0: none, so no label can be validated)
     allow_unvalidated: bool = False  # development: write a bundle even when no label is validated
+    signing_key: Any = None  # Ed25519PrivateKey (bedside.trust.load_private_key); None: unsigned (development)
 
 
 @dataclass
@@ -275,12 +279,21 @@ def run_export(ckpt: Checkpoint, val: Split, test: Split, manifest_sha256: str |
         v.golden = golden_entry(golden_x, cpu_runner(v.model)(golden_x), v.name, fp16_dev, golden_src)
 
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    metas = {v.name: bundle_metadata(ckpt, recipe, v, settings, manifest_sha256, created, validation, checks)
+             for v in variants if v.accepted}
+    for name, meta in metas.items():  # never write what the bedside would refuse
+        try:
+            check_semantics(meta)
+        except BundleError as exc:
+            raise ExportError(f"the {name} bundle would be refused at the bedside: {exc}") from exc
     for v in variants:
         if v.accepted:
             v.path = variant_path(out, v.name)
-            meta = bundle_metadata(ckpt, recipe, v, settings, manifest_sha256, created, validation, checks)
-            v.sha256 = write_bundle(v.model, meta, v.path)
-            say(f"wrote {v.path} ({v.name}, sha256 {v.sha256})")
+            meta = metas[v.name]
+            v.sha256 = write_bundle(v.model, meta, v.path, settings.signing_key)
+            signed = (f"signed by key {key_id(settings.signing_key.public_key())}" if settings.signing_key is not None
+                      else "UNSIGNED: the bedside refuses it unless --allow-unsigned; sign with --sign KEY")
+            say(f"wrote {v.path} ({v.name}, sha256 {v.sha256}, {signed})")
     refused = [v.name for v in variants if not v.accepted]
 
     trt = None

@@ -138,6 +138,7 @@ def main() -> None:
     from rich.table import Table
 
     from bedside.bundle import load_bundle
+    from bedside.trust import TrustSettings
     from bedside.replay import ReplayOptions, build_replay_engine
 
     console = Console()
@@ -145,11 +146,12 @@ def main() -> None:
     model = resolve_model(args.model)
     if args.generate_only:
         return
-    bundle = load_bundle(model)
+    bundle = load_bundle(model, trust=TrustSettings(None, allow_unsigned=True))  # a bundle this script wrote
     console.print(f"record {record} ({args.hours} h, 12 leads, {FS} Hz), model {bundle.version} on {bundle.provider}")
     per_window = baseline(record, bundle, args.baseline_windows)
     Path(args.db).unlink(missing_ok=True)
-    engine = build_replay_engine(ReplayOptions(record=str(record), model=str(model), db=args.db, resume=False))
+    engine = build_replay_engine(ReplayOptions(record=str(record), model=str(model), db=args.db, resume=False,
+                                               trust=TrustSettings(None, allow_unsigned=True)))
     rss: list[float] = []
     engine.subscribe(lambda e: rss.append(rss_now_mb()) if getattr(e, "index", 1) % 500 == 0 and
                      type(e).__name__ == "WindowResult" else None)

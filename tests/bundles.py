@@ -18,6 +18,14 @@ from bedside.preprocess import DEFAULT_RECIPE
 LABELS = ["edema", "pleural_effusion", "cardiomegaly"]
 
 
+def fixture_signing_key() -> Any:
+    """The tests' release key (Ed25519, fixed seed); tests/conftest.py trusts its public key for every test."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+
+
+
 def linear_model(weights: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
     """sigmoid(flatten(x) @ W + b): input [batch, 12, 1000], output [batch, K] probabilities."""
     k = weights.shape[1]
@@ -52,9 +60,10 @@ def label_validation(labels: list[str] = LABELS, not_validated: Iterable[str] = 
 
 def make_bundle(out: Path, seed: int = 0, thresholds: dict[str, float] | None = None,
                 scale: float = 1e-3, weights: np.ndarray | None = None, bias: np.ndarray | None = None,
-                not_validated: Iterable[str] = ()) -> Path:
+                not_validated: Iterable[str] = (), signing_key: Any = "test") -> Path:
     """Write a verified-format bundle of a linear model to ``out`` (random weights unless given);
-    every label validated except ``not_validated``."""
+    every label validated except ``not_validated``; signed with the tests' key unless ``signing_key``
+    is another key or None (unsigned)."""
     from export.bundle_writer import write_bundle
     import onnxruntime as ort
 
@@ -79,5 +88,5 @@ def make_bundle(out: Path, seed: int = 0, thresholds: dict[str, float] | None = 
         "variant": "fp32", "cohort_manifest_sha256": None, "config_sha256": None, "test_metrics": {},
         "label_validation": label_validation(LABELS, not_validated), "exporter_version": "test",
     }
-    write_bundle(model, meta, out)
+    write_bundle(model, meta, out, fixture_signing_key() if signing_key == "test" else signing_key)
     return out

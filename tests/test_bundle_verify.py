@@ -15,7 +15,7 @@ from onnx import numpy_helper
 from bedside.bundle import METADATA_KEY, verify_bundle
 from bedside.errors import BundleError
 from bedside.verify import EXIT_REFUSED, verify_command, verify_lines
-from bundles import make_bundle
+from bundles import fixture_signing_key, make_bundle
 from export.bundle_writer import atomic_write, bundle_bytes
 
 CPU = ("CPUExecutionProvider",)
@@ -27,14 +27,15 @@ def bundle(tmp_path):
 
 
 def reseal(path, edit_meta=None, edit_model=None):
-    """Rewrite a bundle with edited metadata and/or graph and a freshly computed (valid) checksum."""
+    """Rewrite a bundle with edited metadata and/or graph, re-signed by the (trusted) test key and with a freshly
+    computed checksum: what a trusted signer could ship by mistake (tests/test_bundle_trust.py: by anyone else)."""
     model = onnx.load(path)
     meta = json.loads({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
     if edit_meta:
         edit_meta(meta)
     if edit_model:
         edit_model(model)
-    atomic_write(path, bundle_bytes(model, meta))
+    atomic_write(path, bundle_bytes(model, meta, fixture_signing_key()))
     return path
 
 
@@ -47,7 +48,8 @@ def refused(path, providers=CPU) -> BundleError:
 def test_an_intact_bundle_passes_every_check(bundle):
     lines, error = verify_lines(bundle, CPU)
     assert error is None
-    assert [(c, ok) for c, ok, _ in lines] == [(c, True) for c in ("file", "checksum", "runtime", "schema", "golden")]
+    assert [(c, ok) for c, ok, _ in lines] == [(c, True) for c in ("file", "checksum", "signature", "runtime",
+                                                                           "schema", "golden")]
 
 
 def test_a_flipped_byte_fails_the_checksum(bundle):
@@ -141,7 +143,7 @@ def test_a_provider_that_fails_to_start_falls_back(bundle, monkeypatch, caplog):
 
 def test_verify_command_prints_each_check_and_names_the_failure(bundle):
     ok = CliRunner().invoke(verify_command, [str(bundle), "--provider", "cpu"])
-    assert ok.exit_code == 0 and ok.output.count(" ok ") == 5 and "verified" in ok.output
+    assert ok.exit_code == 0 and ok.output.count(" ok ") == 6 and "verified" in ok.output
     reseal(bundle, edit_meta=lambda m: m["golden"].update(atol=1e-12,
                                                           expected=[[v + 1e-3 for v in r] for r in m["golden"]["expected"]]))
     bad = CliRunner().invoke(verify_command, [str(bundle), "--provider", "cpu"])
@@ -152,4 +154,4 @@ def test_verify_command_prints_each_check_and_names_the_failure(bundle):
     bundle.write_bytes(bytes(data))
     bad = CliRunner().invoke(verify_command, [str(bundle)])
     assert bad.exit_code == EXIT_REFUSED and "checksum  FAILED" in bad.output
-    assert "not run: runtime, schema, golden" in bad.output
+    assert "not run: signature, runtime, schema, golden" in bad.output

@@ -30,18 +30,25 @@ def test_synthetic_cohort_to_alarm_rows_in_sqlite(tmp_path):
     _ok(trainer.invoke(trainer_main, ["run", "--config", str(config), "--cache", str(tmp_path / "cache"),
                                       "--out", str(tmp_path / "run"), "--no-progress"]))
     bundle = tmp_path / "model.onnx"
+    key = tmp_path / "signing" / "release.key"
+    kid = _ok(trainer.invoke(trainer_main, ["keygen", "--out", str(key)])).split("key id ")[1].split()[0]
+    trust = tmp_path / "trusted-keys"  # the public key only
+    trust.mkdir()
+    (trust / "release.pub").write_bytes(key.with_name("release.key.pub").read_bytes())
     # the tiny run may learn no label credibly: allow such a bundle (its risks are logged, never alarmed)
-    _ok(trainer.invoke(trainer_main, ["export", str(tmp_path / "run"), "--out", str(bundle), "--allow-unvalidated"]))
+    _ok(trainer.invoke(trainer_main, ["export", str(tmp_path / "run"), "--out", str(bundle), "--allow-unvalidated",
+                                      "--sign", str(key)]))
     assert bundle.is_file()
-    verified = _ok(bedside.invoke(bedside_main, ["verify", str(bundle)]))
-    assert "golden" in verified and "checksum" in verified
+    verified = _ok(bedside.invoke(bedside_main, ["verify", str(bundle), "--trust", str(trust)]))
+    assert "golden" in verified and "checksum" in verified and f"signed by key {kid}" in verified
     record = tmp_path / "records" / "bed"
     _ok(trainer.invoke(trainer_main, ["synth-record", "--out", str(record), "--minutes", "1.5",
                                       "--lead-off", "V3@40+6"]))
 
     db_path = tmp_path / "alerts.db"
     out = _ok(bedside.invoke(bedside_main, ["replay", str(record), "--model", str(bundle), "--db", str(db_path),
-                                            "--bed", "e2e-bed"]))
+                                            "--bed", "e2e-bed", "--trust", str(trust)]))
+    assert "UNSIGNED" not in out
     assert str(db_path) in out or "alerts.db" in out
 
     assert stat.S_IMODE(os.stat(db_path).st_mode) == 0o600  # no one else reads the alarm log

@@ -165,6 +165,22 @@ def test_a_noisy_lead_is_poor_signal_not_a_pathology(tmp_path, bundle, ecg):
     assert summary.transitions[0].message.startswith("Poor signal: V2")
 
 
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, 3e38])
+def test_out_of_range_device_samples_are_never_scored(tmp_path, bundle, ecg, bad):
+    """inf (or a value whose square overflows) from a device: poor signal, no score, no NaN in the log."""
+    engine, source = make_engine(tmp_path, bundle)
+    x = ecg[:, :20 * 500].copy()
+    x[1, 4000:4010] = bad  # lead II
+    feed(source, x)
+    summary = run(engine, source)
+    assert summary.scored == 1 and summary.not_scored == {"poor signal": 2}  # 8 s is in windows 0 and 1
+    assert changes(summary, "edema") == [] and ("poor_signal", A.ACTIVE) in changes(summary)
+    con = sqlite3.connect(tmp_path / "log.db")
+    for column in ("scores", "smoothed", "quality"):
+        assert not any("NaN" in (v or "") or "Infinity" in (v or "")
+                       for (v,) in con.execute(f"select {column} from windows")), column
+
+
 def test_refused_bundle_is_a_technical_alarm_and_monitoring_goes_on(tmp_path, ecg):
     bad = polarity_bundle(tmp_path / "b.onnx")
     data = bytearray(bad.read_bytes())

@@ -71,8 +71,8 @@ def test_export_writes_verified_bundles_with_the_contract_metadata(model_and_spl
     for bundle in (out, tmp_path / "dist" / "model.int8.onnx"):
         res = CliRunner().invoke(verify_command, [str(bundle), "--provider", "cpu"])
         assert res.exit_code == 0, res.output
-        assert [line.split()[0] for line in res.output.splitlines()[:5]] == \
-            ["file", "checksum", "runtime", "schema", "golden"]
+        assert [line.split()[0] for line in res.output.splitlines()[:6]] == \
+            ["file", "checksum", "signature", "runtime", "schema", "golden"]
         assert "verified" in res.output
 
 

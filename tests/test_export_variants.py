@@ -13,9 +13,11 @@ from export.onnx_export import export_onnx, load_checkpoint
 from export.pipeline import ExportSettings, cpu_runner, run_export, variant_path
 from export.quantize import GateResult, QuantOptions, auroc_gate, quantize_int8
 from export.tensorrt import TensorRTUnavailable, tensorrt_backend
+from bundles import fixture_signing_key
 from export_fixtures import LABELS, fragile_splits, robust_splits, tiny_checkpoint
 
 CPU = ("CPUExecutionProvider",)
+KEY = fixture_signing_key()
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,7 @@ def test_int8_is_accepted_when_every_auroc_holds(tiny, tmp_path):
     path, model = tiny
     val, test = robust_splits(model)
     out = tmp_path / "model.onnx"
-    result = run_export(load_checkpoint(path), val, test, None, out, ExportSettings(int8=True, bootstrap=100))
+    result = run_export(load_checkpoint(path), val, test, None, out, ExportSettings(int8=True, bootstrap=100, signing_key=KEY))
     int8 = result.variants[1]
     assert int8.name == "int8" and int8.accepted and result.refused == []
     assert max(int8.gate.drops.values()) <= 0.005
@@ -49,7 +51,7 @@ def test_int8_is_refused_with_the_numbers_and_not_written(tiny, tmp_path):
     path, model = tiny
     val, test = fragile_splits(model)
     out = tmp_path / "model.onnx"
-    result = run_export(load_checkpoint(path), val, test, None, out, ExportSettings(int8=True, bootstrap=100))
+    result = run_export(load_checkpoint(path), val, test, None, out, ExportSettings(int8=True, bootstrap=100, signing_key=KEY))
     gate = result.variants[1].gate
     assert result.refused == ["int8"] and not gate.accepted
     assert max(gate.drops.values()) > 0.005
@@ -64,7 +66,7 @@ def test_fp16_variant_keeps_float32_io_and_passes_its_golden(tiny, tmp_path):
     path, model = tiny
     val, test = robust_splits(model, n=600, margin_sd=0.5)
     out = tmp_path / "model.onnx"
-    result = run_export(load_checkpoint(path), val, test, None, out, ExportSettings(fp16=True, bootstrap=100))
+    result = run_export(load_checkpoint(path), val, test, None, out, ExportSettings(fp16=True, bootstrap=100, signing_key=KEY))
     assert result.refused == [] and result.variants[1].gate.accepted
     fp16 = onnx.load(variant_path(out, "fp16"))
     assert {t.data_type for t in fp16.graph.initializer} >= {onnx.TensorProto.FLOAT16}
@@ -109,7 +111,7 @@ def test_tensorrt_absent_is_said_and_skipped(tiny, tmp_path):
     path, model = tiny
     val, test = robust_splits(model, n=600, margin_sd=0.5)
     out = tmp_path / "model.onnx"
-    result = run_export(load_checkpoint(path), val, test, None, out, ExportSettings(tensorrt=True, bootstrap=100))
+    result = run_export(load_checkpoint(path), val, test, None, out, ExportSettings(tensorrt=True, bootstrap=100, signing_key=KEY))
     assert result.tensorrt["built"] is False and "not installed" in result.tensorrt["reason"]
     assert result.refused == [] and out.is_file()
     assert not list(tmp_path.glob("*.engine"))

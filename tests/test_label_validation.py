@@ -32,7 +32,7 @@ from bedside.ui.app import engine_settings
 from bedside.ui.monitor_state import MonitorState
 from bedside.ui.risk_panel import RiskPanel
 from bedside.verify import verify_command
-from bundles import LABELS, make_bundle
+from bundles import LABELS, fixture_signing_key, make_bundle
 from export.bundle_writer import atomic_write, bundle_bytes
 from export.cli import export_command
 from export.data import Split, open_cache
@@ -46,11 +46,11 @@ CPU = ("CPUExecutionProvider",)
 
 
 def reseal(path, edit_meta):
-    """Rewrite a bundle with edited metadata and a freshly computed (valid) checksum."""
+    """Rewrite a bundle with edited metadata, re-signed by the trusted test key, with a valid checksum."""
     model = onnx.load(path)
     meta = json.loads({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
     edit_meta(meta)
-    atomic_write(path, bundle_bytes(model, meta))
+    atomic_write(path, bundle_bytes(model, meta, fixture_signing_key()))
 
 
 def refused(path) -> BundleError:
@@ -118,7 +118,7 @@ def test_export_marks_the_unlearned_label_and_bootstraps_subjects(tiny, tmp_path
     np.testing.assert_array_equal(val.groups, np.r_[np.arange(60), np.arange(60)] + 1000)  # from pairs.csv
     said: list[str] = []
     out = tmp_path / "model.onnx"
-    run_export(load_checkpoint(path), val, test, None, out, ExportSettings(bootstrap=200), say=said.append)
+    run_export(load_checkpoint(path), val, test, None, out, ExportSettings(bootstrap=200, signing_key=fixture_signing_key()), say=said.append)
     bundle = verify_bundle(out, CPU)
     lv = bundle.metadata["label_validation"]
     assert set(lv["labels"]) == set(LABELS) and lv["replicates"] == 200

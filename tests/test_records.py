@@ -122,3 +122,47 @@ def test_truncated_signal_file_is_reported(tmp_path):
 def test_read_record_returns_rate(records_dir):
     x, fs = read_record(records_dir / "s0010_re")
     assert fs == 1000.0 and x.shape[0] == 12
+
+
+def _edit_header(tmp: Path, name: str, record_line: str | None = None, gain: str | None = None) -> None:
+    hea = tmp / f"{name}.hea"
+    lines = hea.read_text().splitlines()
+    if record_line is not None:
+        lines[0] = record_line
+    if gain is not None:
+        fields = lines[1].split()
+        fields[2] = gain + fields[2][fields[2].index("("):]
+        lines[1] = " ".join(fields)
+    hea.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("record_line, field", [
+    ("r 8", "no sampling frequency"),  # wfdb would silently read 250 Hz
+    ("r 8 0 6000", "'0'"), ("r 8 -500 6000", "'-500'"), ("r 8 nan 6000", "'nan'"), ("r 8 inf 6000", "'inf'"),
+    ("r 8 abc 6000", "'abc'"), ("r 8 5 6000", "'5'"), ("r 8 1e6 6000", "'1e6'"),
+])
+def test_an_impossible_sampling_frequency_is_refused(tmp_path, record_line, field):
+    (tmp_path / "sub").mkdir()
+    _write(tmp_path / "sub", "r", INDEPENDENT_LEADS)
+    _edit_header(tmp_path / "sub", "r", record_line=record_line)
+    with pytest.raises(RecordError, match="sampling frequency|between") as err:
+        open_record(tmp_path / "sub" / "r")
+    message = str(err.value)
+    assert message.startswith("record r:") and field in message and str(tmp_path) not in message
+    assert "Correct the header" in message
+
+
+@pytest.mark.parametrize("gain", ["0", "nan", "inf", "NaN"])
+def test_a_zero_or_non_finite_gain_is_refused(tmp_path, gain):
+    _write(tmp_path, "g", INDEPENDENT_LEADS)
+    _edit_header(tmp_path, "g", gain=gain)
+    with pytest.raises(RecordError, match=f"record g: signal 'I' of g has gain '{gain}'"):
+        open_record(tmp_path / "g")
+
+
+def test_samples_that_become_infinite_are_refused(tmp_path):
+    _write(tmp_path, "tiny", INDEPENDENT_LEADS)
+    _edit_header(tmp_path, "tiny", gain="1e-300")
+    record = open_record(tmp_path / "tiny")
+    with pytest.raises(RecordError, match="record tiny: lead I becomes infinite at sample 0"):
+        record.read(0, 1000)

@@ -198,3 +198,47 @@ def test_replaying_the_same_record_again_adds_nothing_unless_asked(tmp_path, bun
     con = sqlite3.connect(db)
     assert con.execute("select session_id, count(*) from alarm_transitions group by session_id").fetchall() == [(1, 2), (2, 2)]
     assert con.execute("select count(*) from sessions").fetchone() == (2,)
+
+
+def test_a_replay_never_touches_the_network_and_turns_telemetry_off(tmp_path, bundle_path, step_record, monkeypatch):
+    import socket
+
+    import onnxruntime
+
+    calls, disabled = [], []
+    monkeypatch.setattr(socket.socket, "connect", lambda self, *a: calls.append(("connect", a)))
+    monkeypatch.setattr(socket.socket, "connect_ex", lambda self, *a: calls.append(("connect_ex", a)) or 0)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: calls.append(("getaddrinfo", a)) or [])
+    monkeypatch.setattr(socket, "gethostbyname", lambda *a: calls.append(("gethostbyname", a)) or "0.0.0.0")
+    real = onnxruntime.disable_telemetry_events
+    monkeypatch.setattr(onnxruntime, "disable_telemetry_events", lambda: disabled.append(1) or real())
+    out = replay(str(step_record), "--model", str(bundle_path), "--db", str(tmp_path / "n.db"), "-q")
+    assert out.exit_code == 0, out.output
+    assert calls == [] and disabled == [1]
+
+
+def test_a_replay_whose_log_lost_writes_exits_non_zero_and_says_what(tmp_path, bundle_path, step_record, monkeypatch):
+    from bedside.store import Store, StoreError
+
+    def refuse(self, *args, **kwargs):
+        raise StoreError(f"{self.path}: write failed: disk I/O error")
+    monkeypatch.setattr(Store, "commit", refuse)
+    result = CliRunner().invoke(main, ["replay", str(step_record), "--model", str(bundle_path),
+                                       "--db", str(tmp_path / "lost.db"), "-q"])
+    assert result.exit_code == 1, result.output
+    assert "did not keep 35 analysed windows and" in result.output and "(the log is incomplete)" in result.output
+
+
+def test_a_failed_replay_logs_the_record_name_never_its_path(tmp_path, bundle_path, step_record):
+    engine = build_replay_engine(ReplayOptions(record=str(step_record), model=str(bundle_path), db=str(tmp_path / "f.db")))
+    dat = step_record.with_suffix(".dat")
+    saved = dat.read_bytes()
+    dat.write_bytes(saved[:1000])  # the signal file is cut short after the replay started
+    try:
+        with pytest.raises(Exception):
+            engine.run()
+    finally:
+        engine.close()
+        dat.write_bytes(saved)
+    (reason,) = sqlite3.connect(tmp_path / "f.db").execute("select end_reason from sessions").fetchone()
+    assert reason.startswith("error: RecordError: record step") and str(step_record.parent) not in reason

@@ -173,3 +173,100 @@ def test_log_opens_with_plain_sqlite_while_written(db_path):
     assert con.execute("select count(*) from alarm_transitions").fetchone() == (1,)
     assert con.execute("pragma integrity_check").fetchone() == ("ok",)
     store.close()
+
+
+def _snapshot(path):
+    st = os.stat(path)
+    data = path.read_bytes() if path.is_file() else None
+    return stat.S_IMODE(st.st_mode), st.st_mtime_ns, data
+
+
+def _foreign_db(path):
+    con = sqlite3.connect(path)
+    con.execute("create table notes (id integer primary key, text)")
+    con.execute("insert into notes (text) values ('not ours')")
+    con.commit()
+    con.close()
+    return path
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.mkdir() or p, "is a directory"),
+    (lambda p: (p.write_text("shopping list\n"), p)[1], "not an SQLite database"),
+    (lambda p: (p.write_bytes(b"SQLite format 2\0" + b"\0" * 100), p)[1], "not an SQLite database"),
+    (lambda p: _foreign_db(p), "another application's SQLite database"),
+])
+def test_what_is_not_a_bedside_log_is_refused_and_left_unchanged(tmp_path, make, message):
+    path = make(tmp_path / "thing")
+    os.chmod(path, 0o644)
+    before, listing = _snapshot(path), sorted(os.listdir(tmp_path))
+    with pytest.raises(StoreError, match=message) as err:
+        Store(path)
+    assert str(path) in str(err.value) and "nothing was changed" in str(err.value)
+    assert _snapshot(path) == before and sorted(os.listdir(tmp_path)) == listing  # no chmod, no tables, no -wal/-shm
+
+
+def test_devices_fifos_and_an_empty_name_are_refused(tmp_path):
+    before = stat.S_IMODE(os.stat("/dev/null").st_mode)
+    with pytest.raises(StoreError, match="not a regular file"):
+        Store("/dev/null")
+    assert stat.S_IMODE(os.stat("/dev/null").st_mode) == before
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(StoreError, match="not a regular file"):
+        Store(fifo)
+    with pytest.raises(StoreError, match="--db is empty"):
+        Store("")
+    mode = stat.S_IMODE(os.stat(".").st_mode)
+    result = CliRunner().invoke(main, ["alerts", "--db", ""])
+    assert result.exit_code != 0 and stat.S_IMODE(os.stat(".").st_mode) == mode
+
+
+def test_a_bedside_log_is_reopened_and_tightened(db_path):
+    Store(db_path).close()
+    os.chmod(db_path, 0o644)
+    with pytest.warns(BedsideWarning, match="readable by others"):
+        Store(db_path).close()
+    assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
+
+
+def test_two_processes_creating_one_new_log_both_succeed(tmp_path):
+    import threading
+
+    for i in range(5):
+        path, errors = tmp_path / f"new{i}.db", []
+        barrier = threading.Barrier(2)
+
+        def create():
+            barrier.wait()
+            try:
+                store = Store(path)
+                open_session(store)
+                store.close()
+            except StoreError as exc:
+                errors.append(exc)
+        threads = [threading.Thread(target=create) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert sqlite3.connect(path).execute("select count(*) from sessions").fetchone() == (2,)
+
+
+@pytest.mark.parametrize("writable_dir", [True, False])
+def test_alerts_opens_the_log_read_only(db_path, monkeypatch, writable_dir):
+    store = Store(db_path)
+    sid = open_session(store)
+    store.commit(sid, [], time.time(), [(0, change(1))], [])
+    store.close()
+    os.chmod(db_path, 0o444)
+    real_access, real_connect, uris = os.access, sqlite3.connect, []
+    # tests run as root: simulate a reviewer who may read the log but not write next to it
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: writable_dir if mode & os.W_OK else real_access(p, mode))
+    monkeypatch.setattr(sqlite3, "connect", lambda target, **kw: uris.append(target) or real_connect(target, **kw))
+    rows = query_transitions(db_path)
+    assert [r["seq"] for r in rows] == [1]
+    assert uris and all("mode=ro" in u for u in uris)
+    assert all(("immutable=1" in u) != writable_dir for u in uris)
+    assert stat.S_IMODE(db_path.stat().st_mode) == 0o444

@@ -1,7 +1,7 @@
 """``trainer``: the command line of the training side (a thin layer over the library).
 
-Commands: ``synth`` and ``prepare`` (trainer.cli_data), ``run``, ``stage``, ``report`` (here), and
-``export`` (export.cli). Subcommands from other modules are imported lazily, when named: ``trainer
+Commands: ``synth`` and ``prepare`` (trainer.cli_data), ``run``, ``stage``, ``report``, ``keygen``
+(here), and ``export`` (export.cli). Subcommands from other modules are imported lazily, when named: ``trainer
 --help`` stays fast and keeps working even if one of those modules fails to import (the command is
 then listed as unavailable and says why when run). Training modules (torch) are imported inside
 the commands for the same reason.
@@ -202,6 +202,27 @@ def report(run_dirs: tuple[Path, ...], out: Path | None, replicates: int, ci: fl
     click.echo((out / "report.md").read_text(encoding="utf-8"))
     plots = [p for p in ("roc.png", "pr.png", "curves.png", "low_label.png") if (out / p).exists()]
     click.echo(f"{len(summary['models'])} model(s); wrote {out}/report.md, report.json, {', '.join(plots)}")
+
+
+
+@main.command()
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), metavar="KEY",
+              help="Private key to write (PEM, mode 0600); the public key goes to KEY.pub.")
+def keygen(out: Path) -> None:
+    """Make an Ed25519 key pair for signing bundles (`trainer export --sign KEY`).
+
+    Keep KEY offline with the release engineer; copy KEY.pub into each bedside's trust directory
+    (/etc/cromotex/trusted-keys, see docs/bundle.md). Never overwrites an existing key.
+    """
+    from bedside.trust import generate_key_pair
+
+    try:
+        private, public, kid = generate_key_pair(out)
+    except (FileExistsError, OSError) as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"key id {kid}")
+    click.echo(f"private key {private} (mode 0600: keep it offline, never in a trust directory)")
+    click.echo(f"public key {public} (copy into the bedside trust directory)")
 
 
 if __name__ == "__main__":  # python -m trainer.cli
