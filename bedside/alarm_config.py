@@ -8,6 +8,7 @@ engine hands down. Unknown keys and bad values are refused with the file, the ke
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -123,6 +124,11 @@ class AlarmConfig:
         return self.risk_labels.get(label, self.risk)
 
 
+def _offset(v: Any) -> bool:
+    """A finite number >= 0 that is not a bool (TOML's nan, inf and true are not offsets or bounds)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+
 class _Reader:
     """Typed access to one TOML table that names the file and key in every error."""
 
@@ -172,9 +178,8 @@ class _Reader:
 
     def bounds(self, key: str) -> tuple[float, float]:
         v = self.get(key)
-        if (not isinstance(v, list) or len(v) != 2 or not all(isinstance(b, (int, float)) for b in v)
-                or not v[0] < v[1]):
-            raise self.fail(key, f"must be two increasing numbers [bad, good], got {v!r}")
+        if not isinstance(v, list) or len(v) != 2 or not all(_offset(b) for b in v) or not v[0] < v[1]:
+            raise self.fail(key, f"must be two increasing finite numbers >= 0 [bad, good], got {v!r}")
         return float(v[0]), float(v[1])
 
     def persistence(self, defaults: Persistence | None = None) -> Persistence:
@@ -216,7 +221,7 @@ def parse_alarm_config(data: dict[str, Any], source: str, sha256: str) -> AlarmC
     rk = _table(source, data, "risk", "risk")
     top.used.add("risk")
     risk = _risk(rk)
-    labels_table = rk.table.get("labels", {})
+    labels_table = _table(source, rk.table, "labels", "risk.labels").table
     risk_labels: dict[str, RiskSettings] = {}
     for label in labels_table:
         reader = _table(source, labels_table, label, f"risk.labels.{label}")
@@ -249,7 +254,7 @@ def parse_alarm_config(data: dict[str, Any], source: str, sha256: str) -> AlarmC
     )
     q.done()
 
-    tech_all = data.get("technical", {})
+    tech_all = _table(source, data, "technical", "technical").table
     top.used.add("technical")
     technical: dict[str, TechnicalSettings] = {}
     for name in TECHNICAL_ALARMS:
@@ -270,9 +275,9 @@ def parse_alarm_config(data: dict[str, Any], source: str, sha256: str) -> AlarmC
     for p in Priority:
         pt = _table(source, au.table, p.value, f"audio.{p.value}")
         pulses = pt.get("pulses_s")
-        if (not isinstance(pulses, list) or not pulses or any(not isinstance(v, (int, float)) for v in pulses)
+        if (not isinstance(pulses, list) or not pulses or not all(_offset(v) for v in pulses)
                 or list(pulses) != sorted(pulses)):
-            raise pt.fail("pulses_s", f"must be a non-empty increasing list of offsets in s, got {pulses!r}")
+            raise pt.fail("pulses_s", f"must be a non-empty increasing list of finite offsets >= 0 in s, got {pulses!r}")
         repeat = pt.number("repeat_s", 0.5, 3600)
         if repeat <= pulses[-1]:
             raise pt.fail("repeat_s", f"must exceed the last pulse offset {pulses[-1]:g} s")

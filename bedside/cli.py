@@ -269,6 +269,9 @@ def monitor(port: str, protocol: str, model: str | None, db: str | None, bed_id:
         raise click.UsageError("--port is empty: give the device path (/dev/serial/by-id/...), a pty or socket://HOST:PORT")
     if protocol not in PROTOCOL_NAMES:
         raise click.UsageError(f"--protocol {protocol!r} unknown; choose one of {', '.join(PROTOCOL_NAMES)}")
+    if db is not None and not db.strip():
+        raise click.UsageError("--db is empty: give the alarm log's file name (for example bedside.db), or leave "
+                               "--db out for the default log")
     leads = _parse_lead_map(lead_map) if lead_map is not None else None
     disable_telemetry()
     opts = MonitorOptions(port=port, protocol=protocol, model=model, db=db or default_db_path(), bed_id=bed_id,

@@ -47,16 +47,31 @@ def default_db_path() -> str:
     return os.path.join(state, "bedside.db") if state else "bedside.db"
 
 
+#: Longest refusal reason carried by the alarm message and each window's detail (the full text is logged).
+MAX_REASON_CHARS = 200
+
+
+def _short(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
+
+
 def load_bundle_or_reason(path: str | None, trt_cache_dir: str | None,
                           trust: TrustSettings | None = None) -> tuple[Bundle | None, str | None]:
-    """The verified bundle, or None and why it was refused (the engine raises bundle_refused)."""
+    """The verified bundle, or None and why it was refused (the engine raises bundle_refused).
+
+    Never raises: any failure while loading (a BundleError naming its check, or anything unexpected such
+    as a missing onnxruntime) becomes the reason, so a monitor never exits into a restart loop over its model.
+    """
     if not path:
         return None, "no model bundle configured (--model or BEDSIDE_MODEL)"
     try:
         return load_bundle(path, trt_cache_dir=trt_cache_dir, trust=trust), None
     except BundleError as exc:
         log.error("%s", exc)
-        return None, str(exc)
+        return None, _short(str(exc))
+    except Exception as exc:  # not a refusal we foresaw: still monitor without the model
+        log.exception("model bundle %s could not be loaded", path)
+        return None, _short(f"model bundle refused (load failed): {type(exc).__name__}: {exc}")
 
 
 def build_monitor_engine(opts: MonitorOptions, notifier: Notifier | None = None) -> Engine:

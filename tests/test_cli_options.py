@@ -31,3 +31,11 @@ def test_a_bad_number_is_a_usage_error_naming_the_option(tmp_path, monkeypatch, 
     assert option in result.output and "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert not (tmp_path / "never.db").exists()
+
+
+def test_monitor_with_an_empty_db_is_refused_not_sent_to_the_default_log(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BEDSIDE_DB", raising=False)
+    result = CliRunner().invoke(main, ["monitor", "--port", "loop://", "--protocol", "ads1298", "--db", ""])
+    assert result.exit_code == 2 and "--db is empty" in result.output, result.output
+    assert list(tmp_path.iterdir()) == []

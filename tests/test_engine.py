@@ -342,3 +342,21 @@ def test_monitor_command_refuses_bad_arguments_before_starting(tmp_path):
     out = runner.invoke(main, ["monitor", "--port", "/dev/ttyACM9", "--protocol", "healthypie", "--db", str(tmp_path / "m.db")])
     assert out.exit_code == 2 and "unknown; choose one of" in out.output and "ads1298" in out.output
     assert not (tmp_path / "m.db").exists()
+
+
+def test_a_bundle_that_fails_unexpectedly_is_refused_not_raised(tmp_path, monkeypatch, bundle, ecg):
+    """Anything load_bundle raises (not only BundleError) becomes the bundle_refused reason, kept short."""
+    import bedside.monitor as monitor
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("onnxruntime fell over " + "x" * 500)
+    monkeypatch.setattr(monitor, "load_bundle", broken)
+    got, reason = load_bundle_or_reason(str(bundle.path), None)
+    assert got is None and reason.startswith("model bundle refused (load failed): RuntimeError: onnxruntime")
+    assert len(reason) <= monitor.MAX_REASON_CHARS
+    engine, source = make_engine(tmp_path, None, bundle_error=reason)
+    feed(source, ecg[:, :int(20 * FS)])
+    summary = run(engine, source)
+    assert [(c.alarm, c.state) for c in summary.transitions] == [("bundle_refused", A.ACTIVE)]
+    assert summary.transitions[0].message.endswith(reason)  # after the alarm's label
+    assert summary.windows == 3 and summary.scored == 0

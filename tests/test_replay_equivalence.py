@@ -112,3 +112,33 @@ def test_monitor_command_headless_with_systemd_notify(material, tmp_path):
     n, scored, hr = con.execute("select count(*), sum(scored), avg(hr_bpm) from windows").fetchone()
     assert n >= 5 and scored == n and 65 < hr < 80
     assert con.execute("select bed_id, source_kind, end_reason from sessions").fetchone() == ("bed-3", "live", "stopped")
+
+
+def test_monitor_with_a_tampered_bundle_keeps_monitoring(material, tmp_path):
+    """A bundle that fails verification: the monitor runs on (exit 0, no restart loop), raises bundle_refused
+    with the failed check, measures heart rate, logs every window as not scored and raises no risk alarm."""
+    _, bundle_path, _ = material
+    tampered = tmp_path / "tampered.onnx"
+    data = bytearray(bundle_path.read_bytes())
+    data[len(data) // 2] ^= 1  # one bit of the graph or its weights
+    tampered.write_bytes(bytes(data))
+    sim, port = start_simulator("--synthetic", "--speed", "5", "--duration", "120")
+    try:
+        out = subprocess.run([sys.executable, "-m", "bedside.cli", "monitor", "--port", port, "--protocol", "ads1298",
+                              "--model", str(tampered), "--db", str(tmp_path / "m.db"), "--duration", "12",
+                              "--no-audio"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    finally:
+        sim.terminate()
+        sim.wait(10)
+    assert out.returncode == 0, out.stdout + out.stderr
+    con = sqlite3.connect(tmp_path / "m.db")
+    refused = con.execute("select kind, priority, state, message from alarm_transitions "
+                          "where alarm = 'bundle_refused' order by seq").fetchall()
+    assert refused[0][:3] == ("technical", "medium", "active") and len(refused) == 1  # raised at start, never cleared
+    assert "checksum check failed" in refused[0][3] and len(refused[0][3]) <= 250
+    assert con.execute("select count(*) from alarm_transitions where kind = 'physiological'").fetchone() == (0,)
+    n, scored, hr = con.execute("select count(*), sum(scored), avg(hr_bpm) from windows").fetchone()
+    assert n >= 5 and scored == 0 and 65 < hr < 80
+    reasons = con.execute("select distinct reason, detail from windows").fetchall()
+    assert len(reasons) == 1 and reasons[0][0] == "no model" and "checksum check failed" in reasons[0][1]
+    assert con.execute("select bundle_sha256, end_reason from sessions").fetchone() == (None, "stopped")
