@@ -26,7 +26,7 @@ from bedside.leads import LEAD_INDEX
 #: Technical alarms the engine raises, in display order (see docs/alarms.md).
 TECHNICAL_ALARMS: tuple[str, ...] = (
     "lead_off", "poor_signal", "signal_gap", "device_disconnected", "no_data", "inference_stale",
-    "inference_failed", "bundle_refused", "storage_failing",
+    "inference_failed", "bundle_refused", "settings_refused", "storage_failing",
 )
 #: Technical alarms decided per analysis window (the others follow the link, the model or the disk).
 WINDOW_TECHNICAL: tuple[str, ...] = ("lead_off", "poor_signal", "signal_gap", "inference_failed")

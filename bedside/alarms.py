@@ -47,6 +47,7 @@ TECHNICAL_TITLES: dict[str, str] = {
     "lead_off": "Lead off", "poor_signal": "Poor signal", "signal_gap": "Signal gap",
     "device_disconnected": "Device disconnected", "no_data": "No data", "inference_stale": "Inference stale",
     "inference_failed": "Inference failed", "bundle_refused": "Model bundle refused",
+    "settings_refused": "Alarm settings refused",
     "storage_failing": "Storage failing",
 }
 SOUNDING = (AlarmState.ACTIVE, AlarmState.LATCHED)

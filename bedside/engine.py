@@ -112,9 +112,11 @@ class Engine:
 
     def __init__(self, source: Source, store: Store, config: AlarmConfig, settings: EngineSettings, *,
                  bundle: Bundle | None = None, bundle_error: str | None = None, recipe: Recipe | None = None,
-                 notifier: Notifier | None = None, clock: Callable[[], float] = time.time):
+                 notifier: Notifier | None = None, clock: Callable[[], float] = time.time,
+                 settings_error: str | None = None):
         self.source, self.store, self.config, self.settings = source, store, config, settings
         self.bundle, self.bundle_error = bundle, bundle_error
+        self.settings_error = settings_error  # why the configured alarm settings were refused (defaults in force)
         self.recipe = bundle.recipe if bundle is not None else (recipe or DEFAULT_RECIPE)
         meta_hop = float(bundle.metadata.get("hop_s", 5.0)) if bundle is not None else 5.0
         self.hop_s = settings.hop_s or meta_hop
@@ -272,6 +274,8 @@ class Engine:
         if self.bundle is None and not self.alarms.is_present("bundle_refused"):
             self._changes(pending, -1, self.alarms.set_condition(
                 "bundle_refused", True, 0.0, self.bundle_error or "no model bundle given"))
+        if self.settings_error and not self.alarms.is_present("settings_refused"):
+            self._changes(pending, -1, self.alarms.set_condition("settings_refused", True, 0.0, self.settings_error))
         self._flush(pending)
         self._publish(self._status())
 

@@ -12,7 +12,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from bedside.alarm_config import load_alarm_config
+from bedside.alarm_config import AlarmConfig, AlarmConfigError, load_alarm_config
 from bedside.bundle import Bundle, load_bundle
 from bedside.engine import Engine, EngineSettings
 from bedside.errors import BundleError
@@ -74,8 +74,22 @@ def load_bundle_or_reason(path: str | None, trt_cache_dir: str | None,
         return None, _short(f"model bundle refused (load failed): {type(exc).__name__}: {exc}")
 
 
+def load_config_or_reason(path: str | None) -> tuple[AlarmConfig, str | None]:
+    """The configured alarm settings, or the packaged defaults and why the configured file was refused.
+
+    A bedside must not exit into a restart loop over a settings file: the defaults (bedside/alarms.toml,
+    the manufacturer's preset) stay in force and the technical alarm ``settings_refused`` says so
+    until a restart with a good file.
+    """
+    try:
+        return load_alarm_config(path), None
+    except AlarmConfigError as exc:
+        log.error("%s; the packaged default alarm settings are in force", exc)
+        return load_alarm_config(None), _short(f"{exc}; default settings in force")
+
+
 def build_monitor_engine(opts: MonitorOptions, notifier: Notifier | None = None) -> Engine:
-    config = load_alarm_config(opts.alarms)
+    config, settings_refused = load_config_or_reason(opts.alarms)
     bundle, refused = load_bundle_or_reason(opts.model, opts.trt_cache_dir, opts.trust)
     store = Store(opts.db)
     source = DeviceSource(opts.port, opts.protocol, baudrate=opts.baudrate, lead_map=opts.lead_map,
@@ -83,4 +97,4 @@ def build_monitor_engine(opts: MonitorOptions, notifier: Notifier | None = None)
     settings = EngineSettings(bed_id=opts.bed_id, encounter_id=opts.encounter_id, hop_s=opts.hop_s,
                               resume=False, max_batch=8)
     return Engine(source, store, config, settings, bundle=bundle, bundle_error=refused,
-                  notifier=notifier or Notifier.from_env())
+                  notifier=notifier or Notifier.from_env(), settings_error=settings_refused)

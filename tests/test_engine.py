@@ -360,3 +360,25 @@ def test_a_bundle_that_fails_unexpectedly_is_refused_not_raised(tmp_path, monkey
     assert [(c.alarm, c.state) for c in summary.transitions] == [("bundle_refused", A.ACTIVE)]
     assert summary.transitions[0].message.endswith(reason)  # after the alarm's label
     assert summary.windows == 3 and summary.scored == 0
+
+
+def test_broken_alarm_settings_in_monitor_fall_back_to_the_defaults_and_raise_a_technical_alarm(tmp_path, bundle,
+                                                                                              ecg):
+    """A monitor never exits over its settings file: packaged defaults in force, settings_refused active."""
+    from bedside.monitor import load_config_or_reason
+
+    bad = tmp_path / "alarms.toml"
+    bad.write_text("[risk]\nsmoothing_windows = nan\n")
+    config, reason = load_config_or_reason(str(bad))
+    assert config.sha256 == load_alarm_config().sha256  # the packaged defaults
+    assert reason is not None and "alarms.toml" in reason and "default settings in force" in reason
+    good, none = load_config_or_reason(None)
+    assert none is None and good.sha256 == config.sha256
+    source = FeedSource(FS)
+    engine = Engine(source, Store(tmp_path / "log.db"), config, EngineSettings(bed_id="bed-7", poll_s=0.02),
+                    bundle=bundle, settings_error=reason)
+    feed(source, ecg[:, :int(20 * FS)])
+    summary = run(engine, source)
+    first = summary.transitions[0]
+    assert (first.alarm, first.state) == ("settings_refused", A.ACTIVE) and reason in first.message
+    assert summary.scored == summary.windows == 3  # monitoring (and scoring) goes on under the defaults

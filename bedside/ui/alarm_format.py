@@ -14,7 +14,8 @@ ALARM_NAMES = {
     "edema": "EDEMA", "pleural_effusion": "PLEURAL EFFUSION", "cardiomegaly": "CARDIOMEGALY",
     "hr_high": "HR HIGH", "hr_low": "HR LOW", "lead_off": "LEAD OFF", "poor_signal": "POOR SIGNAL", "signal_gap": "SIGNAL GAP",
     "device_disconnected": "DEVICE DISCONNECTED", "no_data": "NO DATA", "inference_stale": "INFERENCE STALE",
-    "inference_failed": "INFERENCE FAILED", "bundle_refused": "MODEL REFUSED", "storage_failing": "STORAGE FAILING",
+    "inference_failed": "INFERENCE FAILED", "bundle_refused": "MODEL REFUSED",
+    "settings_refused": "SETTINGS REFUSED", "storage_failing": "STORAGE FAILING",
     "engine_failed": "ENGINE STOPPED", "command_failed": "COMMAND FAILED",
 }
 
