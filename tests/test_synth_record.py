@@ -31,3 +31,14 @@ def test_lead_off_option_parsing():
     assert _lead_off_option("none") is None
     with pytest.raises(ValueError, match="LEAD@START"):
         _lead_off_option("V9@1+2")
+
+
+@pytest.mark.parametrize("minutes", ["nan", "inf", "-1", "1e9", "0.1"])
+def test_minutes_must_be_a_finite_length_up_to_a_day(tmp_path, minutes):
+    from click.testing import CliRunner
+
+    from trainer.synth_record import synth_record_command
+
+    result = CliRunner().invoke(synth_record_command(), ["--out", str(tmp_path / "r"), "--minutes", minutes])
+    assert result.exit_code == 2 and "--minutes" in result.output and "Traceback" not in result.output
+    assert not list(tmp_path.iterdir())

@@ -85,9 +85,12 @@ def synth_record_command():
     """The click command ``trainer synth-record`` (built lazily so importing this module stays light)."""
     import click
 
+    from bedside.cli_types import FiniteFloat
+
     @click.command("synth-record")
     @click.option("--out", required=True, help="Record path without extension (e.g. demo/records/bed7).")
-    @click.option("--minutes", default=5.0, show_default=True, type=click.FloatRange(min=0.5), help="Length.")
+    @click.option("--minutes", default=5.0, show_default=True, type=FiniteFloat(min=0.5, max=24 * 60),
+                  help="Length, minutes (at most a day).")
     @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
     @click.option("--lead-off", default="V3@40+6", show_default=True,
                   help="Lead-off episode LEAD@START+DURATION (s), written as invalid samples; 'none' for none.")
