@@ -237,9 +237,11 @@ def test_storage_failure_keeps_alarms_flowing_and_writes_the_backlog_later(tmp_p
     engine.subscribe(listener)
     x = flip_lead_i(ecg, FS, [(30, 120)])
     engine.start()
-    for a in range(0, 120 * 500, 2500):  # one hop per iteration, like a live run
+    for k, a in enumerate(range(0, 120 * 500, 2500)):  # one hop per iteration, like a live run
         source.put_block(a, x[:, a:a + 2500])
-        time.sleep(0.05)
+        deadline = time.time() + 5  # pace by the engine, not the clock: a slow start must not batch 3..10 together
+        while len(seen) < k - 1 and time.time() < deadline:
+            time.sleep(0.005)
     source.end()
     engine._thread.join(30)
     summary = engine.summary
