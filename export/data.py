@@ -9,7 +9,6 @@ order), so intervals can resample subjects rather than windows.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -82,27 +81,6 @@ def predict(run: Callable[[np.ndarray], np.ndarray], split: Split, batch: int = 
     return np.concatenate(outs) if outs else np.zeros((0, split.labels.shape[1]), np.float32)
 
 
-def read_subject_ids(pairs_csv: Path, n: int) -> np.ndarray:
-    """The ``subject_id`` column of a cache's pairs.csv as int64 [n] (ExportError naming the file)."""
-    from export.onnx_export import ExportError
-
-    fix = "rebuild the cache with `trainer prepare`"
-    try:
-        with open(pairs_csv, newline="") as f:
-            reader = csv.DictReader(f)
-            if "subject_id" not in (reader.fieldnames or []):
-                raise ExportError(f"{pairs_csv}: no subject_id column (columns {reader.fieldnames}); {fix}")
-            ids = [row["subject_id"] for row in reader]
-    except OSError as exc:
-        raise ExportError(f"{pairs_csv}: cannot read: {exc}; {fix}") from exc
-    if len(ids) != n:
-        raise ExportError(f"{pairs_csv}: {len(ids)} rows for {n} cached windows; {fix}")
-    try:
-        return np.asarray([int(float(v)) for v in ids], dtype=np.int64)
-    except ValueError as exc:
-        raise ExportError(f"{pairs_csv}: a subject_id is not an integer ({exc}); {fix}") from exc
-
-
 def open_cache(cache_dir: str | Path, labels: list[str],
                recipe: Recipe = DEFAULT_RECIPE) -> tuple[Split, Split, str]:
     """(validation, test, manifest sha256) of a ``trainer prepare`` cache, label columns in ``labels`` order.
@@ -124,6 +102,10 @@ def open_cache(cache_dir: str | Path, labels: list[str],
     cols = [cache.labels.index(label) for label in labels]
 
     def split(s: CacheSplit) -> Split:
-        return Split(s.name, s.ecg, np.asarray(s.labels)[:, cols], read_subject_ids(s.pairs_csv, len(s)), recipe)
+        try:
+            groups = s.subject_ids()
+        except CacheError as exc:
+            raise ExportError(f"cache: {exc}") from exc
+        return Split(s.name, s.ecg, np.asarray(s.labels)[:, cols], groups, recipe)
 
     return split(val), split(test), cache.manifest_sha256

@@ -50,6 +50,18 @@ def build(device: torch.device) -> tuple[AlignModel, torch.optim.Optimizer]:
     return model, optimizer
 
 
+def train_step(model: AlignModel, optimizer: torch.optim.Optimizer, env: DistEnv, ecg: torch.Tensor,
+               cxr: torch.Tensor, labels: torch.Tensor, precision: str) -> float:
+    """One alignment step as trainer.align trains it (autocast, loss, clip 2.5, AdamW); returns the loss."""
+    with autocast(env.device, precision):
+        loss = align_loss(model, ecg, cxr, labels, env, LOSS)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 2.5)
+    optimizer.step()
+    return float(loss)
+
+
 def measure(device: torch.device, batch: int, steps: int, warmup: int, precision: str) -> dict[str, float]:
     """Samples per second and peak memory of ``steps`` timed training steps after ``warmup`` steps."""
     torch.manual_seed(0)
@@ -60,13 +72,7 @@ def measure(device: torch.device, batch: int, steps: int, warmup: int, precision
     labels = torch.randint(0, 2, (batch, 3), device=device).float()
 
     def step() -> float:
-        with autocast(device, precision):
-            loss = align_loss(model, ecg, cxr, labels, env, LOSS)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 2.5)
-        optimizer.step()
-        return float(loss)
+        return train_step(model, optimizer, env, ecg, cxr, labels, precision)
 
     for _ in range(warmup):
         step()
@@ -108,15 +114,8 @@ def learn(device: torch.device, batch: int, steps: int, precision: str = "bf16")
     floor = collapse_value(pool[0][2])
     losses = []
     for i in range(steps):
-        ecg, cxr, labels = pool[i % len(pool)]
-        with autocast(device, precision):
-            loss = align_loss(model, ecg, cxr, labels, env, LOSS)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 2.5)
-        optimizer.step()
+        losses.append(train_step(model, optimizer, env, *pool[i % len(pool)], precision))
         scheduler.step()
-        losses.append(float(loss))
     del model, optimizer
     return {"collapse": floor, "losses": losses}
 

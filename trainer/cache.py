@@ -90,11 +90,20 @@ class CacheSplit:
         """Subject id of each item, int64 [N] (the ``subject_id`` column of pairs.csv, in item order)."""
         import csv
 
-        with open(self.pairs_csv, newline="", encoding="utf-8") as f:
-            ids = [int(row["subject_id"]) for row in csv.DictReader(f)]
+        try:
+            with open(self.pairs_csv, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                if "subject_id" not in (reader.fieldnames or []):
+                    raise CacheError(f"{self.pairs_csv}: no subject_id column (columns {reader.fieldnames}). {_FIX}.")
+                ids = [row["subject_id"] for row in reader]
+        except OSError as exc:
+            raise CacheError(f"{self.pairs_csv}: cannot read: {exc}. {_FIX}.") from exc
         if len(ids) != len(self):
             raise CacheError(f"{self.pairs_csv}: {len(ids)} rows for {len(self)} items. {_FIX}.")
-        return np.asarray(ids, dtype=np.int64)
+        try:
+            return np.asarray([int(float(v)) for v in ids], dtype=np.int64)
+        except ValueError as exc:
+            raise CacheError(f"{self.pairs_csv}: a subject_id is not an integer ({exc}). {_FIX}.") from exc
 
 
 class CohortCache:

@@ -48,7 +48,7 @@ class RunContext:
     rt: Runtime
     tracker: Tracker
     summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _memo: dict[str, Any] = field(default_factory=dict)
+    memo: dict[str, Any] = field(default_factory=dict)  # per-run values computed once (subject ids, features)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -86,9 +86,9 @@ class RunContext:
     def groups(self, split: str) -> np.ndarray:
         """Subject id per item of a split (for subject-level statistics)."""
         key = f"groups:{split}"
-        if key not in self._memo:
-            self._memo[key] = self.cache.split(split).subject_ids()
-        return self._memo[key]
+        if key not in self.memo:
+            self.memo[key] = self.cache.split(split).subject_ids()
+        return self.memo[key]
 
     def labelled_subset(self, seed: int, fraction: float) -> np.ndarray | None:
         """Training items whose labels the ECG side may use at a label fraction (None: all).

@@ -24,13 +24,13 @@ def split_features(ctx: RunContext, split: str, scaling: str) -> tuple[np.ndarra
     from trainer.features import crude_features
 
     key = f"features:{split}:{scaling}"
-    if key in ctx._memo:
-        return ctx._memo[key]
+    if key in ctx.memo:
+        return ctx.memo[key]
     path = ctx.run_dir / "features" / f"{split}-{scaling}.npz"
     if path.exists():
         with np.load(path) as z:
-            ctx._memo[key] = (z["x"], z["y"])
-        return ctx._memo[key]
+            ctx.memo[key] = (z["x"], z["y"])
+        return ctx.memo[key]
     data = ctx.dataset(split, fields=("ecg",), scaling=scaling)
     xs, ys = [], []
     for batch in eval_loader(data, 256, ctx.rt.workers):
@@ -42,7 +42,7 @@ def split_features(ctx: RunContext, split: str, scaling: str) -> tuple[np.ndarra
         tmp = path.with_name(f".{path.stem}.tmp.npz")
         np.savez(tmp, x=out[0], y=out[1])
         tmp.replace(path)
-    ctx._memo[key] = out
+    ctx.memo[key] = out
     return out
 
 
