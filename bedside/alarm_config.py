@@ -26,12 +26,17 @@ from bedside.leads import LEAD_INDEX
 #: Technical alarms the engine raises, in display order (see docs/alarms.md).
 TECHNICAL_ALARMS: tuple[str, ...] = (
     "lead_off", "poor_signal", "signal_gap", "device_disconnected", "no_data", "inference_stale",
-    "inference_failed", "bundle_refused", "settings_refused", "storage_failing",
+    "inference_failed", "bundle_refused", "settings_refused", "storage_failing", "analysis_behind",
+    "central_unreachable", "device_refused",
 )
 #: Technical alarms decided per analysis window (the others follow the link, the model or the disk).
 WINDOW_TECHNICAL: tuple[str, ...] = ("lead_off", "poor_signal", "signal_gap", "inference_failed")
 QRS_DETECTORS: tuple[str, ...] = ("neurokit", "xqrs")
 AUDIO_OUTPUTS: tuple[str, ...] = ("bell", "command", "off")
+#: Longest action text (the banner at 80 columns has room for this much beside the alarm's name).
+ACTION_MAX_CHARS = 28
+#: Action shown for a technical alarm whose table has no ``action`` key.
+DEFAULT_TECHNICAL_ACTION = "Check equipment"
 
 
 class AlarmConfigError(BedsideError):
@@ -53,6 +58,7 @@ class RiskSettings:
     latching: bool
     persistence: Persistence
     clear_margin: float  # probability below the raise threshold at which the alarm clears
+    action: str = "Assess patient"  # what the nurse should do, shown with the alarm
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,7 @@ class HeartRateSettings:
     rr_count_slow: int
     slow_bpm: float
     max_rr_s: float
+    action: str = "Check patient"
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,7 @@ class TechnicalSettings:
     priority: Priority
     persistence: Persistence  # for window conditions
     after_s: float  # for link conditions: how long it must last
+    action: str = DEFAULT_TECHNICAL_ACTION  # may name {electrodes}: the electrodes that are off
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,13 @@ class AlarmConfig:
     def risk_for(self, label: str) -> RiskSettings:
         """Settings of one pathology label (its override, else the [risk] defaults)."""
         return self.risk_labels.get(label, self.risk)
+
+    def actions(self, labels: tuple[str, ...] | list[str] = ()) -> dict[str, str]:
+        """The short action text of every alarm this file configures (risk labels: those given)."""
+        out = {name: t.action for name, t in self.technical.items()}
+        out.update({"hr_high": self.heart_rate.action, "hr_low": self.heart_rate.action})
+        out.update({label: self.risk_for(label).action for label in (*labels, *self.risk_labels)})
+        return out
 
 
 def _offset(v: Any) -> bool:
@@ -166,6 +181,13 @@ class _Reader:
             raise self.fail(key, f"must be true or false, got {v!r}")
         return v
 
+    def action(self, default: str) -> str:
+        """A short action text ("Check electrode {electrodes}") of at most ACTION_MAX_CHARS characters."""
+        v = self.get("action", default)
+        if not isinstance(v, str) or not v.strip() or len(v) > ACTION_MAX_CHARS or "\n" in v:
+            raise self.fail("action", f"must be a one-line text of 1-{ACTION_MAX_CHARS} characters, got {v!r}")
+        return v.strip()
+
     def choice(self, key: str, choices: tuple[str, ...], default: str | None = None) -> str:
         v = self.get(key, default)
         if v not in choices:
@@ -207,6 +229,7 @@ def _risk(r: _Reader, defaults: RiskSettings | None = None) -> RiskSettings:
         latching=r.boolean("latching", defaults.latching if defaults else None),
         persistence=r.persistence(defaults.persistence if defaults else None),
         clear_margin=r.number("clear_margin", 0.0, 1.0, defaults.clear_margin if defaults else None),
+        action=r.action(defaults.action if defaults else RiskSettings.action),
     )
 
 
@@ -237,7 +260,7 @@ def parse_alarm_config(data: dict[str, Any], source: str, sha256: str) -> AlarmC
         latching=hr.boolean("latching"), persistence=hr.persistence(), lead=str(hr.get("lead")),
         detector=hr.choice("detector", QRS_DETECTORS), rr_count=hr.integer("rr_count", 1, 100),
         rr_count_slow=hr.integer("rr_count_slow", 1, 100), slow_bpm=hr.number("slow_bpm", 10, 200),
-        max_rr_s=hr.number("max_rr_s", 0.5, 10),
+        max_rr_s=hr.number("max_rr_s", 0.5, 10), action=hr.action(HeartRateSettings.action),
     )
     if heart_rate.low_bpm >= heart_rate.high_bpm:
         raise hr.fail("low_bpm", f"must be below high_bpm ({heart_rate.high_bpm:g})")
@@ -263,6 +286,7 @@ def parse_alarm_config(data: dict[str, Any], source: str, sha256: str) -> AlarmC
             priority=t.priority(Priority.MEDIUM),
             persistence=t.persistence(Persistence(1, 1, 1)),
             after_s=t.number("after_s", 0, 3600, 0.0),
+            action=t.action(DEFAULT_TECHNICAL_ACTION),
         )
         t.done()
     unknown = sorted(set(tech_all) - set(TECHNICAL_ALARMS))

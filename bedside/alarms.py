@@ -33,9 +33,9 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from bedside.alarm_config import TECHNICAL_ALARMS, AlarmConfig, Persistence
+from bedside.alarm_config import WINDOW_TECHNICAL, AlarmConfig, Persistence
 from bedside.events import AlarmChange, AlarmKind, AlarmState, Priority, WindowResult
 
 #: Why a window was not scored, in the order the engine checks, and the technical alarm of each.
@@ -48,9 +48,32 @@ TECHNICAL_TITLES: dict[str, str] = {
     "device_disconnected": "Device disconnected", "no_data": "No data", "inference_stale": "Inference stale",
     "inference_failed": "Inference failed", "bundle_refused": "Model bundle refused",
     "settings_refused": "Alarm settings refused",
-    "storage_failing": "Storage failing",
+    "storage_failing": "Storage failing", "analysis_behind": "Analysis behind",
 }
 SOUNDING = (AlarmState.ACTIVE, AlarmState.LATCHED)
+#: Last states of a latching alarm that a restart carries over (as LATCHED): not acknowledged by anyone.
+CARRIED_STATES = (AlarmState.ACTIVE, AlarmState.LATCHED, AlarmState.AUDIO_PAUSED)
+
+
+def window_conditions(window: WindowResult) -> tuple[dict[str, str], frozenset[str]]:
+    """(present: alarm -> detail, unknown) window conditions of an analysed window.
+
+    A window logged before conditions were recorded has only its ``reason``: the checks before it
+    passed, its own failed, and those after it were not judged (the order of :data:`REASON_ALARMS`).
+    """
+    if window.conditions is not None:
+        return window.conditions, frozenset(window.unknown)
+    present: dict[str, str] = {}
+    unknown: set[str] = set()
+    hit = False
+    for reason, name in REASON_ALARMS:
+        if name is not None:
+            if hit:
+                unknown.add(name)
+            elif window.reason == reason:
+                present[name] = window.detail or reason
+        hit = hit or window.reason == reason
+    return present, frozenset(unknown)
 
 
 def label_title(label: str) -> str:
@@ -121,6 +144,14 @@ class AlarmMachine:
             self.paused_until_s = t_s + self.pause_s
             return self._go(AlarmState.AUDIO_PAUSED, t_s, "pause_audio", who)
         return None
+
+    def restore(self, t_s: float, previous: AlarmChange, from_session: int) -> AlarmChange | None:
+        """Carry a latching alarm over a restart (``previous``: its last transition in the session it was
+        raised in): LATCHED, sounding, until acknowledged, or ACTIVE again when its condition returns."""
+        if not self.latching or self.state != AlarmState.CLEARED:
+            return None
+        self.message, self.score, self.threshold = previous.message, previous.score, previous.threshold
+        return replace(self._go(AlarmState.LATCHED, t_s, "carried_over"), carried_over_from=from_session)
 
     def tick(self, t_s: float) -> AlarmChange | None:
         """End an AUDIO PAUSED whose time is up."""
@@ -199,7 +230,7 @@ class AlarmSystem:
         for lim in self.hr_limits:
             self.machines[lim.name] = AlarmMachine(lim.name, AlarmKind.PHYSIOLOGICAL, hr.priority, hr.latching, pause_s)
             self.filters[lim.name] = PersistenceFilter(hr.persistence, hop_s)
-        for name in TECHNICAL_ALARMS:
+        for name in config.technical:  # TECHNICAL_ALARMS, in that order
             t = config.technical[name]
             self.machines[name] = AlarmMachine(name, AlarmKind.TECHNICAL, t.priority, False, pause_s)
         for _, name in REASON_ALARMS:
@@ -245,25 +276,38 @@ class AlarmSystem:
         return out
 
     def _technical_from_window(self, window: WindowResult, out: list[AlarmChange]) -> None:
-        """Technical conditions checked for this window (a gap leaves lead-off unknown, and so on)."""
-        for reason, name in REASON_ALARMS:
-            hit = window.reason == reason
-            if name is not None:
-                active = self.filters[name].update(window.t_s, hit, not hit)
-                detail = window.detail or reason
-                msg = f"{TECHNICAL_TITLES[name]}: {detail}" if active else f"{TECHNICAL_TITLES[name]} resolved"
-                self._add(out, self.machines[name].set_condition(active, window.t_s, msg))
-            if hit:
-                break
+        """Each window condition on its own: present, absent, or not judged (``unknown``: left as it was)."""
+        present, unknown = window_conditions(window)
+        for name in WINDOW_TECHNICAL:
+            if name in unknown:
+                continue
+            hit = name in present
+            active = self.filters[name].update(window.t_s, hit, not hit)
+            long_loss = window.conditions is None or window.gap_s >= self.config.technical[name].after_s  # None: older log
+            if name == "signal_gap" and hit and long_loss:
+                self.filters[name].active = active = True  # a long loss at once; short ones must persist
+            title = TECHNICAL_TITLES[name]
+            msg = (f"{title}: {present[name]}" if hit else title) if active else f"{title} resolved"
+            self._add(out, self.machines[name].set_condition(active, window.t_s, msg))
 
     # -- conditions from the engine, commands, timers --------------------------------------------
 
     def set_condition(self, name: str, present: bool, t_s: float, detail: str = "") -> list[AlarmChange]:
         """A technical condition outside the windows (disconnect, no data, stale, bundle, storage)."""
-        title = TECHNICAL_TITLES[name]
+        title = TECHNICAL_TITLES.get(name) or label_title(name)
         msg = f"{title}: {detail}" if present and detail else (title if present else f"{title} resolved")
         out: list[AlarmChange] = []
         self._add(out, self.machines[name].set_condition(present, t_s, msg))
+        return out
+
+    def restore(self, previous: list[AlarmChange], from_session: int, t_s: float) -> list[AlarmChange]:
+        """After a restart: every latching alarm whose last transition in the previous session left it
+        LATCHED, ACTIVE or AUDIO PAUSED comes back LATCHED (see docs/alarms.md); others are re-evaluated."""
+        out: list[AlarmChange] = []
+        for c in previous:
+            machine = self.machines.get(c.alarm)
+            if machine is not None and c.state in CARRIED_STATES:
+                self._add(out, machine.restore(t_s, c, c.carried_over_from or from_session))
         return out
 
     def acknowledge(self, alarm: str | None, who: str, t_s: float) -> list[AlarmChange]:

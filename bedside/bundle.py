@@ -308,7 +308,47 @@ def _check_label_validation(entries: dict[str, Any], labels: list[str]) -> None:
                                         "bundle with `trainer export`")
 
 
-def _make_session(model: bytes | str, providers: tuple[str, ...], trt_cache_dir: str | None):
+@dataclass(frozen=True)
+class SessionSettings:
+    """onnxruntime session options of the bedside, set explicitly (onnxruntime's defaults spin one thread per
+    core between runs); chosen by measurement on the 2-core VM, BENCHMARKS.md "Bedside engine"."""
+
+    #: intra-op threads, capped at the CPUs this process may run on (one window at a time is small work)
+    intra_op_threads: int = 2
+    #: busy-waiting worker threads: at real time they would burn CPU between windows for nothing. With other
+    #: processes on the cores, onnxruntime's defaults (spinning, arena, one thread per core) took 1.4x as long
+    #: per batch-1 window of the paper-size FP32 model as these settings (97 vs 70 ms, side by side)
+    spinning: bool = False
+    #: onnxruntime's CPU arena keeps the peak of every run reserved; off, activations are freed after a run.
+    #: Same RSS at batch 1; at batch 16 (a replay, or a live backlog) the arena is 1.2-1.5x faster and keeps
+    #: 110-150 MB: on for replay (REPLAY_SESSION), off for the live monitor
+    memory_arena: bool = False
+    #: prepacked weight copies: faster GEMMs; turning it off saved no memory measurably on the paper-size model
+    prepacking: bool = True
+
+    def options(self) -> Any:
+        """The ``onnxruntime.SessionOptions`` for these settings."""
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.intra_op_num_threads = max(1, min(self.intra_op_threads, len(os.sched_getaffinity(0))))
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.enable_cpu_mem_arena = self.memory_arena
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
+        so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        if not self.prepacking:
+            so.add_session_config_entry("session.disable_prepacking", "1")
+        return so
+
+
+#: A replay scores windows 16 at a time as fast as it can: the arena pays there.
+REPLAY_SESSION = SessionSettings(memory_arena=True)
+
+
+def _make_session(model: bytes | str, providers: tuple[str, ...], trt_cache_dir: str | None,
+                  settings: SessionSettings = SessionSettings()):
     """An onnxruntime session on the first provider of ``providers`` that starts; logs the choice."""
     import onnxruntime as ort
 
@@ -325,9 +365,7 @@ def _make_session(model: bytes | str, providers: tuple[str, ...], trt_cache_dir:
                 options["trt_engine_cache_path"] = trt_cache_dir
         chain = [(name, options)] if name == "CPUExecutionProvider" else [(name, options), "CPUExecutionProvider"]
         try:
-            so = ort.SessionOptions()
-            so.log_severity_level = 3
-            session = ort.InferenceSession(model, sess_options=so, providers=chain)
+            session = ort.InferenceSession(model, sess_options=settings.options(), providers=chain)
         except Exception as exc:  # a provider that fails to start falls back to the next
             errors.append(f"{name}: failed to start ({exc})")
             continue
@@ -367,12 +405,13 @@ def read_bundle_file(path: Path, max_bytes: int | None = None) -> bytes:
 def verify_bundle(path: str | Path, providers: tuple[str, ...] = PROVIDER_ORDER,
                   trt_cache_dir: str | None = None,
                   on_check: Callable[[str, str], None] | None = None,
-                  trust: TrustSettings | None = None) -> Bundle:
+                  trust: TrustSettings | None = None,
+                  session_settings: SessionSettings = SessionSettings()) -> Bundle:
     """Verify a bundle (file, checksum, signature, runtime, schema, golden output) and open it for inference.
 
     ``trust`` says which signers are accepted (default :meth:`TrustSettings.default`: the keys in
     /etc/cromotex/trusted-keys). ``on_check(check, detail)`` is called after each check that passes
-    (``bedside verify`` prints them).
+    (``bedside verify`` prints them). ``session_settings``: the onnxruntime options (:class:`SessionSettings`).
     """
     import jsonschema
 
@@ -405,7 +444,7 @@ def verify_bundle(path: str | Path, providers: tuple[str, ...] = PROVIDER_ORDER,
     passed("signature", f"signed by key {signer.key_id} (trusted: {trust.trust_dir}/{signer.key_file})"
            if signer.trusted else f"{UNSIGNED_MARK}: accepted without a trusted signature "
                                   f"(key {signer.key_id or 'none'}; --allow-unsigned)")
-    session, provider = _make_session(data, providers, trt_cache_dir)
+    session, provider = _make_session(data, providers, trt_cache_dir, session_settings)
     passed("runtime", f"onnxruntime {provider}")
     try:
         jsonschema.validate(meta, metadata_schema())
@@ -434,6 +473,7 @@ def verify_bundle(path: str | Path, providers: tuple[str, ...] = PROVIDER_ORDER,
 
 
 def load_bundle(path: str | Path, providers: tuple[str, ...] = PROVIDER_ORDER,
-                trt_cache_dir: str | None = None, trust: TrustSettings | None = None) -> Bundle:
+                trt_cache_dir: str | None = None, trust: TrustSettings | None = None,
+                session_settings: SessionSettings = SessionSettings()) -> Bundle:
     """What the bedside calls: every load is a full verification."""
-    return verify_bundle(path, providers, trt_cache_dir, trust=trust)
+    return verify_bundle(path, providers, trt_cache_dir, trust=trust, session_settings=session_settings)

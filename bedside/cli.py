@@ -24,20 +24,25 @@ from bedside import __version__
 from bedside.cli_trust import trust_options, trust_settings, unsigned_warning
 from bedside.cli_types import MAX_SQLITE_INT, FiniteFloat
 from bedside.errors import BedsideError
+from bedside.hl7.settings import hl7_callback, hl7_tls_options
 from bedside.telemetry import disable_telemetry
 
 ENV_HELP = "Environment variables: BEDSIDE_MODEL, BEDSIDE_DB, BEDSIDE_BED, BEDSIDE_ALARMS."
 
 
-class BedsideGroup(click.Group):
-    """Adds ``verify`` from bedside.verify, imported only when it is used or listed."""
+#: ``bedside verify``'s line in ``bedside --help``, so that listing it imports nothing (bedside.verify pulls
+#: in numpy, scipy and onnxruntime); tests/test_runtime_imports.py checks it matches the command's own.
+VERIFY_SHORT_HELP = "Verify a model bundle: file, checksum, signature, runtime, schema and golden output."
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), "verify"})
 
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name != "verify":
-            return super().get_command(ctx, name)
+class _LazyVerify(click.Command):
+    """Stands for ``verify`` in the command list; bedside.verify is imported only when it runs or shows help."""
+
+    def __init__(self) -> None:
+        super().__init__("verify", short_help=VERIFY_SHORT_HELP, help=VERIFY_SHORT_HELP)
+
+    @staticmethod
+    def load() -> click.Command:
         try:
             from bedside.verify import verify_command
         except ImportError as exc:
@@ -48,6 +53,23 @@ class BedsideGroup(click.Group):
                 raise click.ClickException(f"bedside verify is not installed ({reason})")
             return missing
         return verify_command
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        return self.load().make_context(info_name, args, parent=parent, **extra)
+
+
+class BedsideGroup(click.Group):
+    """Adds ``verify`` from bedside.verify, imported only when it is run (not when it is listed)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), "verify", "central"})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name == "central":  # bedside.central.command imports only click; the server etc. load when it runs
+            from bedside.central.command import central_command
+            return central_command
+        return _LazyVerify() if name == "verify" else super().get_command(ctx, name)
 
 
 @click.group(cls=BedsideGroup, epilog=ENV_HELP)
@@ -65,6 +87,9 @@ def _fail(exc: Exception) -> click.ClickException:
 
 def _ui_options(f: Any) -> Any:
     """--user and --leads: who acknowledges alarms on the screen, and which leads it draws."""
+    f = click.option("--gain", "ui_gain", type=click.Choice(["auto", "5", "10", "20"]), default="auto",
+                     show_default=True, help="Trace gain in --ui: auto, or fixed mm/mV (10 as on paper; "
+                     "draws a 1 mV calibration pulse and a 1 s grid). The g key switches it.")(f)
     f = click.option("--leads", "ui_leads", default="II,V1,V5", show_default=True, metavar="II,V1,V5",
                      help="Leads drawn by --ui (canonical names, comma separated).")(f)
     f = click.option("--user", "ui_user", envvar="BEDSIDE_USER", default=None,
@@ -98,6 +123,7 @@ def _parse_lead_map(text: str) -> tuple[str, ...]:
 
 
 def _run_ui(build: Any, opts: Any, audio: bool, bed_id: str, user: str | None = None,
+            gain: str = "auto",
             leads: tuple[str, ...] = ("II", "V1", "V5")) -> None:
     """Hand the terminal UI a factory that builds the engine (in the UI's engine thread) and exit with its code."""
     try:
@@ -109,7 +135,8 @@ def _run_ui(build: Any, opts: Any, audio: bool, bed_id: str, user: str | None = 
         engine = build(opts)
         _attach_audio(engine, audio)
         return engine
-    sys.exit(run_ui(factory, bed_id=bed_id, leads=leads, user=user))
+    sys.exit(run_ui(factory, bed_id=bed_id, leads=leads, user=user, audio=audio,
+                    gain_mm_per_mv=None if gain == "auto" else float(gain)))
 
 
 def _attach_audio(engine: Any, enabled: bool) -> Any:
@@ -139,14 +166,19 @@ def _attach_audio(engine: Any, enabled: bool) -> Any:
 @click.option("--alarms", envvar="BEDSIDE_ALARMS", type=click.Path(exists=True, dir_okay=False),
               help="Alarm settings TOML [default: the built-in bedside/alarms.toml].")
 @click.option("--new-session", is_flag=True, help="Do not resume an interrupted replay of this record.")
+@click.option("--hl7", "hl7", envvar="BEDSIDE_HL7", default=None, metavar="HOST:PORT", callback=hl7_callback,
+              help="Send HL7 v2.6 (IHE PCD-01 observations, PCD-04 alarms) to the central station through the "
+                   "log's outbox; docs/hl7.md [env BEDSIDE_HL7].")
 @click.option("--audio/--no-audio", default=False, show_default=True, help="Sound alarms.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the summary, not each transition.")
 @click.option("--ui", is_flag=True, help="Show the terminal monitor (bedside.ui).")
 @_ui_options
 @trust_options
+@hl7_tls_options
 def replay(record: str, model: str | None, fast: bool, speed: float | None, db: str, hop_s: float | None,
            bed_id: str, encounter_id: str | None, alarms: str | None, new_session: bool, audio: bool,
-           quiet: bool, ui: bool, ui_user: str | None, ui_leads: str, trust_dir: Any, allow_unsigned: bool) -> None:
+           quiet: bool, ui: bool, ui_user: str | None, ui_leads: str, ui_gain: str, trust_dir: Any, allow_unsigned: bool,
+           hl7: Any = None) -> None:
     """Run the engine on a WFDB RECORD (path without extension) and log to --db.
 
     Prints each alarm transition as it is committed, then a summary: windows scored and not scored
@@ -167,9 +199,9 @@ def replay(record: str, model: str | None, fast: bool, speed: float | None, db: 
     disable_telemetry()
     opts = ReplayOptions(record=record, model=model, db=db, speed=speed, hop_s=hop_s, bed_id=bed_id,
                          encounter_id=encounter_id, alarms=alarms, resume=not new_session,
-                         trust=trust_settings(trust_dir, allow_unsigned))
+                         trust=trust_settings(trust_dir, allow_unsigned), hl7=hl7)
     if ui:
-        _run_ui(build_replay_engine, opts, audio, bed_id, ui_user, _parse_leads(ui_leads))
+        _run_ui(build_replay_engine, opts, audio, bed_id, ui_user, gain=ui_gain, leads=_parse_leads(ui_leads))
     try:
         engine = build_replay_engine(opts)
     except BedsideError as exc:
@@ -230,6 +262,10 @@ class _Progress:
 @main.command()
 @click.option("--port", envvar="BEDSIDE_PORT", required=True,
               help="Device: /dev/serial/by-id/..., a pty path, socket://host:port, loop:// [env BEDSIDE_PORT].")
+@click.option("--stable-port", is_flag=True, envvar="BEDSIDE_STABLE_PORT",
+              help="--port is a udev symlink that only this board's tty can have: after a reconnect the monitor "
+                   "may send the board's handshake there before its frames arrive (by-id links are stable "
+                   "anyway; docs/install.md) [env BEDSIDE_STABLE_PORT].")
 @click.option("--protocol", envvar="BEDSIDE_PROTOCOL", required=True,
               help="Wire format: cyton or ads1298 [env BEDSIDE_PROTOCOL].")
 @click.option("--model", envvar="BEDSIDE_MODEL", type=click.Path(dir_okay=False), metavar="BUNDLE",
@@ -244,6 +280,9 @@ class _Progress:
 @click.option("--alarms", envvar="BEDSIDE_ALARMS", type=click.Path(exists=True, dir_okay=False),
               help="Alarm settings TOML [default: the built-in bedside/alarms.toml].")
 @click.option("--hop", "hop_s", type=FiniteFloat(min=0.1, max=3600), help="Seconds between windows.")
+@click.option("--hl7", "hl7", envvar="BEDSIDE_HL7", default=None, metavar="HOST:PORT", callback=hl7_callback,
+              help="Send HL7 v2.6 (IHE PCD-01 observations, PCD-04 alarms) to the central station through the "
+                   "log's outbox; docs/hl7.md [env BEDSIDE_HL7].")
 @click.option("--trt-cache", "trt_cache_dir", envvar="CACHE_DIRECTORY", default=None,
               help="TensorRT engine cache [default: $CACHE_DIRECTORY under systemd].")
 @click.option("--duration", type=FiniteFloat(min=0, max=10 * 365 * 86400, min_open=True), default=None, metavar="S",
@@ -253,10 +292,12 @@ class _Progress:
 @click.option("--ui", is_flag=True, help="Show the terminal monitor (bedside.ui).")
 @_ui_options
 @trust_options
+@hl7_tls_options
 def monitor(port: str, protocol: str, model: str | None, db: str | None, bed_id: str, encounter_id: str | None,
             baudrate: int | None, lead_map: str | None, alarms: str | None, hop_s: float | None,
             trt_cache_dir: str | None, duration: float | None, audio: bool, quiet: bool, ui: bool,
-            ui_user: str | None, ui_leads: str, trust_dir: Any, allow_unsigned: bool) -> None:
+            ui_user: str | None, ui_leads: str, ui_gain: str, trust_dir: Any, allow_unsigned: bool,
+            stable_port: bool = False, hl7: Any = None) -> None:
     """Run the engine live on a serial ECG device, headless (what bedside.service runs)."""
     from rich.console import Console
 
@@ -277,9 +318,9 @@ def monitor(port: str, protocol: str, model: str | None, db: str | None, bed_id:
     opts = MonitorOptions(port=port, protocol=protocol, model=model, db=db or default_db_path(), bed_id=bed_id,
                           encounter_id=encounter_id, baudrate=baudrate, lead_map=leads, alarms=alarms,
                           hop_s=hop_s, trt_cache_dir=(trt_cache_dir or "").split(":")[0] or None,
-                          trust=trust_settings(trust_dir, allow_unsigned))
+                          trust=trust_settings(trust_dir, allow_unsigned), stable_port=stable_port, hl7=hl7)
     if ui:
-        _run_ui(build_monitor_engine, opts, audio, bed_id, ui_user, _parse_leads(ui_leads))
+        _run_ui(build_monitor_engine, opts, audio, bed_id, ui_user, gain=ui_gain, leads=_parse_leads(ui_leads))
     try:
         engine = build_monitor_engine(opts)
     except (BedsideError, ValueError) as exc:
@@ -347,11 +388,20 @@ def parse_since(text: str, now: float | None = None) -> float:
 @click.option("--since", default=None, help="Only transitions since: 2h, 30m, 1d, an ISO date-time or UNIX seconds.")
 @click.option("--session", "session_id", type=click.IntRange(1, MAX_SQLITE_INT), default=None, help="Only this session.")
 @click.option("--bed", "bed_id", default=None, help="Only this bed.")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "fhir"]), default="table", show_default=True,
+              help="fhir: a FHIR R4 Bundle of the alarms and the analysed windows (docs/central.md).")
 def alerts(db: str, since: str | None, session_id: int | None, bed_id: str | None, fmt: str) -> None:
     """Review and export the alarm transitions of a log."""
-    from bedside.store import query_transitions
+    from bedside.log_query import query_transitions
 
+    if fmt == "fhir":
+        from bedside.fhir import log_to_fhir
+
+        try:
+            click.echo(log_to_fhir(db, parse_since(since) if since else None, session_id, bed_id, now=time.time()))
+        except (BedsideError, ImportError, ValueError) as exc:
+            raise _fail(exc) from exc
+        return
     try:
         rows = query_transitions(db, parse_since(since) if since else None, session_id, bed_id)
     except BedsideError as exc:

@@ -20,6 +20,10 @@ class GapError(BedsideError):
         self.gaps = gaps
 
 
+class StoreError(BedsideError):
+    """The alarm log cannot be opened, written or read (bedside.store, bedside.log_query)."""
+
+
 class BundleError(BedsideError):
     """A model bundle is refused: failed file, checksum, signature, schema or golden-output check."""
 

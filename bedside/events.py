@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # an annotation only: `bedside alerts` reads priorities from here without numpy
+    import numpy as np
 
 
 class AlarmKind(str, Enum):
@@ -63,6 +65,11 @@ class WindowResult:
     quality: dict[str, float] = field(default_factory=dict)  # signal-quality index per lead, 0..1
     lead_off: dict[str, bool | None] = field(default_factory=dict)  # per electrode
     detail: str = ""  # what exactly was wrong (e.g. "lead V3 flat"), "" when scored
+    # technical conditions of the window, each judged on its own: alarm name -> detail, for those present
+    # (None: not recorded, as in logs older than this field; the alarm system then reads ``reason``)
+    conditions: dict[str, str] | None = None
+    unknown: tuple[str, ...] = ()  # window conditions this window could not judge (their alarms stay as they are)
+    gap_s: float = 0.0  # signal missing (s): the whole link gap when one touches the window, else what is missing in it
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,12 @@ class AlarmChange:
     audio_paused_until_s: float | None = None
     cause: str = "condition"  # "condition", "acknowledge", "pause_audio", "timer"
     seq: int = 0  # order of the transition in its session (1, 2, ...), as in the database
+    carried_over_from: int | None = None  # restored after a restart: the session it was raised in (docs/alarms.md)
+
+    @property
+    def carried_over(self) -> bool:
+        """Restored by the engine from the bed's previous session after a restart (cause "carried_over")."""
+        return self.carried_over_from is not None
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,10 @@ Detection uses a library detector (``method``, set in the alarm settings): Neuro
 EC57 way both find 99.8-100 % of beats with at most one false detection, on the engine's path as well
 as bare (``scripts/bench_qrs.py``). On the engine's 100 Hz conditioned lead XQRS double-counts T waves
 of other morphologies (synthetic and PTB 12-lead ECGs) and costs about 5 ms per window against 0.7 ms;
-NeuroKit2's price is its imports (scikit-learn, matplotlib: +66 MB resident, about a second of start-up).
+NeuroKit2's price is its imports (scikit-learn, matplotlib, pywt: about 74 MB resident and 0.6-1 s);
+its package ``__init__`` imports every submodule, and ``ecg_findpeaks`` itself imports matplotlib and
+pandas, so importing the submodule is no lighter (measured). :func:`warm_up_detector` pays that cost
+when the engine is built, not inside the first analysed window.
 
 The engine runs the detector on the recipe's conditioned lead (100 Hz, baseline removed by the
 median filters), so it needs no filtering of its own, and stitches the beats of overlapping windows
@@ -28,6 +31,14 @@ from bedside.preprocess import DEFAULT_RECIPE, Recipe, input_samples_for_window,
 REFRACTORY_S = 0.25
 #: Beats this close to a window's edge are left to the neighbouring window, which sees them whole.
 EDGE_S = 0.3
+
+
+def warm_up_detector(method: str = "neurokit", fs_hz: float = 100.0) -> None:
+    """Import the detector's library and run it once on 4 s of a synthetic beat train (about 1 s for
+    NeuroKit2, once per process), so that the first analysed window does not pay for it."""
+    t = np.arange(int(4 * fs_hz)) / fs_hz
+    x = np.exp(-(((t % 0.8) - 0.4) ** 2) / (2 * 0.01 ** 2))  # narrow 1 mV spikes at 75 bpm
+    detect_qrs(x, fs_hz, method, clean=False)
 
 
 def detect_qrs(x_mv: np.ndarray, fs_hz: float, method: str = "neurokit", clean: bool = True) -> np.ndarray:
@@ -87,15 +98,20 @@ class BeatTracker:
         self.beats.clear()
         self.covered_until_s = None
 
-    def add_window(self, start_s: float, duration_s: float, beat_offsets_s: np.ndarray) -> float | None:
-        """Add the beats found in a window starting at ``start_s``; return the heart rate after it."""
+    def add_window(self, start_s: float, duration_s: float, beat_offsets_s: np.ndarray,
+                   last: bool = False) -> float | None:
+        """Add the beats found in a window starting at ``start_s``; return the heart rate after it.
+
+        ``last``: no window follows (the end of a record), so the beats near its end are kept too
+        instead of being left to a next window that never comes.
+        """
         end_s = start_s + duration_s
         if self.covered_until_s is None or start_s + EDGE_S > self.covered_until_s:
             self.reset()  # not contiguous with what we have: start a new train
             accept_from = start_s
         else:
             accept_from = self.covered_until_s
-        accept_to = end_s - EDGE_S
+        accept_to = end_s if last else end_s - EDGE_S
         self.added = []
         for t in np.sort(np.asarray(beat_offsets_s, dtype=np.float64)) + start_s:
             if accept_from <= t < accept_to and (not self.beats or t - self.beats[-1] >= REFRACTORY_S):
@@ -164,11 +180,12 @@ def windowed_beats(x_mv: np.ndarray, fs_hz: float, settings: HeartRateSettings, 
     tracker = BeatTracker(settings)
     rates: list[tuple[float, float | None]] = []
     beats: list[float] = []
-    for start in window_starts(x.shape[1], fs_hz, hop_s, recipe):
+    starts = list(window_starts(x.shape[1], fs_hz, hop_s, recipe))
+    for k, start in enumerate(starts):
         y = resample(x[:, start:start + need], fs_hz, recipe.fs_hz)[:, : recipe.window_samples]
         c = remove_baseline(y, recipe.fs_hz, recipe.baseline_filters_s, recipe.median_mode)[0]
         found = detect_qrs(c, recipe.fs_hz, settings.detector, clean=False) / recipe.fs_hz
-        bpm = tracker.add_window(start / fs_hz, recipe.window_s, found)
+        bpm = tracker.add_window(start / fs_hz, recipe.window_s, found, last=k == len(starts) - 1)
         beats.extend(tracker.added)
         rates.append((start / fs_hz + recipe.window_s, bpm))
     return np.asarray(beats), rates

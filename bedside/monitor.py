@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from bedside.alarm_config import AlarmConfig, AlarmConfigError, load_alarm_config
 from bedside.bundle import Bundle, load_bundle
@@ -38,7 +39,9 @@ class MonitorOptions:
     hop_s: float | None = None
     trt_cache_dir: str | None = None
     reconnect: bool = True
+    stable_port: bool = False  # port is a udev symlink only this board's tty can have (by-id links are anyway)
     trust: TrustSettings | None = None  # None: the default trust directory, nothing unsigned
+    hl7: Any = None  # bedside.hl7.link.Hl7Settings: send HL7 to the central station (--hl7 HOST:PORT)
 
 
 def default_db_path() -> str:
@@ -91,10 +94,19 @@ def load_config_or_reason(path: str | None) -> tuple[AlarmConfig, str | None]:
 def build_monitor_engine(opts: MonitorOptions, notifier: Notifier | None = None) -> Engine:
     config, settings_refused = load_config_or_reason(opts.alarms)
     bundle, refused = load_bundle_or_reason(opts.model, opts.trt_cache_dir, opts.trust)
-    store = Store(opts.db)
+    outbox = None
+    if opts.hl7 is not None:
+        from bedside.hl7.link import open_outbox
+        outbox = open_outbox(opts.hl7, bundle)
+    store = Store(opts.db, outbox=outbox)
     source = DeviceSource(opts.port, opts.protocol, baudrate=opts.baudrate, lead_map=opts.lead_map,
-                          reconnect=opts.reconnect)
+                          reconnect=opts.reconnect, stable_port=opts.stable_port)
     settings = EngineSettings(bed_id=opts.bed_id, encounter_id=opts.encounter_id, hop_s=opts.hop_s,
                               resume=False, max_batch=8)
-    return Engine(source, store, config, settings, bundle=bundle, bundle_error=refused,
-                  notifier=notifier or Notifier.from_env(), settings_error=settings_refused)
+    engine = Engine(source, store, config, settings, bundle=bundle, bundle_error=refused,
+                    notifier=notifier or Notifier.from_env(), settings_error=settings_refused)
+    engine.add_condition_source(source.conditions)  # device_refused: a port opened and not used
+    if outbox is not None:
+        from bedside.hl7.link import start_link
+        start_link(engine, outbox, opts.hl7)  # engine.close() stops the sender; the outbox keeps the rest
+    return engine

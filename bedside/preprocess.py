@@ -16,6 +16,10 @@ The pipeline is split at the point where the signal is still in millivolts
 :func:`preprocess_window`, which is exactly ``scale(condition(...), recipe)``. :func:`scale` is the
 one definition of the scaling, used by training, export and the bedside.
 
+:func:`condition` stays the one definition of the recipe (training conditions each window with it);
+``bedside.stream_condition.StreamConditioner`` conditions a live stream once per sample with the same
+functions and parameters and cuts windows from it that are bit-identical to :func:`condition`'s.
+
 Gaps: a window holding NaN samples raises :class:`GapError` naming each NaN run. It is never
 zero-filled: a flat line reads as asystole. Training skips and counts such records; the bedside
 raises a technical condition instead of scoring the window.
@@ -26,11 +30,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from fractions import Fraction
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 from scipy.ndimage import median_filter
-from scipy.signal import resample_poly
+from scipy.signal import firwin, resample_poly
 
 from bedside.errors import GapError
 from bedside.leads import CANONICAL_LEADS
@@ -124,6 +129,7 @@ def check_no_gaps(x: np.ndarray, fs_hz: float) -> None:
         raise GapError(f"{len(gaps)} gap(s) in the window: {shown}{more}", gaps)
 
 
+@lru_cache(maxsize=64)
 def resample_ratio(fs_in_hz: float, fs_out_hz: float) -> tuple[int, int]:
     """(up, down) of the polyphase resampler, exact for rational rates, else within 1e-6."""
     ratio = Fraction(fs_out_hz / fs_in_hz).limit_denominator(100000)
@@ -136,12 +142,42 @@ def input_samples_for_window(fs_in_hz: float, recipe: Recipe = DEFAULT_RECIPE) -
     return int(math.ceil(recipe.window_samples * down / up))
 
 
+#: The anti-aliasing window of the polyphase resampler (scipy.signal.resample_poly's default).
+RESAMPLE_WINDOW: tuple[str, float] = ("kaiser", 5.0)
+
+
+def resample_half_len(up: int, down: int) -> int:
+    """Half length (taps) of the resampler's FIR: scipy's ``10 * max(up, down)``, at the upsampled rate.
+
+    An output sample depends on the inputs within ``half_len / up`` input samples of it.
+    """
+    return 10 * max(up, down)
+
+
+@lru_cache(maxsize=32)
+def resample_filter(up: int, down: int, dtype: str = "float32") -> np.ndarray:
+    """The resampler's FIR, designed once per (up, down, dtype): exactly the taps resample_poly designs
+    itself (firwin of ``2 * half_len + 1`` taps, cutoff ``1 / max(up, down)`` of Nyquist, Kaiser 5.0), before
+    its gain of ``up``. Read-only: resample_poly copies it before scaling."""
+    half_len = resample_half_len(up, down)
+    h = firwin(2 * half_len + 1, 1.0 / max(up, down), window=RESAMPLE_WINDOW).astype(dtype)
+    h.flags.writeable = False
+    return h
+
+
 def resample(x: np.ndarray, fs_in_hz: float, fs_out_hz: float) -> np.ndarray:
-    """Polyphase resampling along the last axis (anti-aliasing Kaiser FIR, scipy's default)."""
+    """Polyphase resampling along the last axis (anti-aliasing Kaiser FIR, scipy's default design, cached).
+
+    Output sample ``j`` sits at input sample ``j * down / up``; the signal is zero beyond both ends
+    (resample_poly's ``padtype="constant"``), so the first and last ``half_len / down`` outputs taper.
+    """
     up, down = resample_ratio(fs_in_hz, fs_out_hz)
     if up == down:
         return np.asarray(x, dtype=np.float32)
-    return resample_poly(x, up, down, axis=-1).astype(np.float32)
+    x = np.asarray(x)
+    dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float64)
+    h = resample_filter(up, down, dtype.name)
+    return resample_poly(x, up, down, axis=-1, window=h).astype(np.float32, copy=False)
 
 
 def median_kernel(duration_s: float, fs_hz: float) -> int:
@@ -161,7 +197,7 @@ def remove_baseline(x: np.ndarray, fs_hz: float, filters_s: tuple[float, ...] = 
     baseline = rows
     for duration_s in filters_s:
         baseline = median_rows(baseline, median_kernel(duration_s, fs_hz), mode)
-    return (rows - baseline).reshape(x.shape).astype(np.float32)
+    return (rows - baseline).reshape(x.shape).astype(np.float32, copy=False)
 
 
 def median_rows(rows: np.ndarray, k: int, mode: str = "nearest") -> np.ndarray:
@@ -173,10 +209,13 @@ def median_rows(rows: np.ndarray, k: int, mode: str = "nearest") -> np.ndarray:
     """
     if mode != "nearest":
         return np.stack([median_filter(row, size=k, mode=mode) for row in rows])
-    h = k // 2
-    padded = np.pad(rows, ((0, 0), (h, h)), mode="edge")
+    h, n = k // 2, rows.shape[1]
+    padded = np.empty((rows.shape[0], n + 2 * h), dtype=rows.dtype)  # np.pad(mode="edge"), without its overhead
+    padded[:, h:h + n] = rows
+    padded[:, :h] = rows[:, :1]
+    padded[:, h + n:] = rows[:, -1:]
     flat = median_filter(padded.ravel(), size=k, mode="nearest")
-    return flat.reshape(padded.shape)[:, h:h + rows.shape[1]]
+    return flat.reshape(padded.shape)[:, h:h + n]
 
 
 def scale_minmax(x: np.ndarray) -> np.ndarray:

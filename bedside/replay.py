@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from bedside.alarm_config import load_alarm_config
-from bedside.bundle import load_bundle
+from bedside.bundle import REPLAY_SESSION, load_bundle
 from bedside.engine import Engine, EngineSettings
 from bedside.records import open_record
 from bedside.sources import RecordSource
@@ -33,16 +34,27 @@ class ReplayOptions:
     resume: bool = True
     chunk_s: float = 120.0
     max_batch: int = 16
+    overlap_inference: bool = True  # EngineSettings.overlap_inference (inference on a worker thread)
+    stream_condition: bool = True  # EngineSettings.stream_condition (each sample conditioned once)
     trust: TrustSettings | None = None  # None: the default trust directory, nothing unsigned
+    hl7: Any = None  # bedside.hl7.link.Hl7Settings: send HL7 to the central station (--hl7 HOST:PORT)
 
 
 def build_replay_engine(opts: ReplayOptions) -> Engine:
     """Check everything, then build the engine (raises BedsideError subclasses with the fix)."""
     config = load_alarm_config(opts.alarms)
-    bundle = load_bundle(opts.model, trust=opts.trust)
+    bundle = load_bundle(opts.model, trust=opts.trust, session_settings=REPLAY_SESSION)  # batches of 16
     record = open_record(opts.record, bundle.recipe)
     source = RecordSource(record, speed=opts.speed, chunk_s=opts.chunk_s)
-    store = Store(os.fspath(opts.db))
+    outbox = None
+    if opts.hl7 is not None:
+        from bedside.hl7.link import open_outbox, start_link
+        outbox = open_outbox(opts.hl7, bundle)
+    store = Store(os.fspath(opts.db), outbox=outbox)
     settings = EngineSettings(bed_id=opts.bed_id, encounter_id=opts.encounter_id, hop_s=opts.hop_s,
-                              resume=opts.resume, max_batch=opts.max_batch)
-    return Engine(source, store, config, settings, bundle=bundle)
+                              resume=opts.resume, max_batch=opts.max_batch,
+                              overlap_inference=opts.overlap_inference, stream_condition=opts.stream_condition)
+    engine = Engine(source, store, config, settings, bundle=bundle)
+    if outbox is not None:
+        start_link(engine, outbox, opts.hl7)  # engine.close() drains the outbox (opts.hl7.drain_s) and stops
+    return engine

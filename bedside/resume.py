@@ -1,4 +1,5 @@
-"""Resuming an interrupted replay: which session to continue, and its alarm state rebuilt from the log.
+"""Resuming after an interruption: a replay continues its session with the alarm state rebuilt from the
+log; a live monitor carries the bed's latched, unacknowledged alarms into its new session.
 
 A replay killed mid-way (kill -9, power cut) leaves a session without an end. Run again with the same
 record, bundle, hop, alarm settings and bed, the engine continues that session instead of writing its
@@ -11,10 +12,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from bedside.alarms import AlarmSystem
 from bedside.events import AlarmChange, WindowResult
-from bedside.records import EcgRecord
+
+if TYPE_CHECKING:  # an annotation only: wfdb (and pandas) stay out of the engine's imports
+    from bedside.records import EcgRecord
+    from bedside.store import Store
 
 COMMANDS = ("acknowledge", "pause_audio")
 
@@ -54,3 +59,15 @@ def rebuild(alarms: AlarmSystem, windows: list[WindowResult], logged: list[tuple
         out.extend(alarms.on_window(replace(w, smoothed=alarms.smooth(w))))
         run_commands(w.index)
     return [(c.alarm, c.state, c.previous) for c in out] == [(c.alarm, c.state, c.previous) for _, c in logged]
+
+
+def carry_over(alarms: AlarmSystem, store: Store, bed_id: str, session_id: int, since_wall: float
+               ) -> tuple[int | None, list[AlarmChange]]:
+    """A live restart: restore into ``alarms`` the latching alarms that the bed's previous session left
+    LATCHED, ACTIVE or AUDIO PAUSED, if that session was active at or after ``since_wall`` (unix s).
+    Returns (the previous session's id or None, the LATCHED transitions marked carried over)."""
+    found = store.carry_over_candidates(bed_id, session_id, since_wall)
+    if found is None:
+        return None, []
+    previous_id, last = found
+    return previous_id, alarms.restore(last, previous_id, 0.0)

@@ -91,8 +91,9 @@ class ContactLog:
         while self.runs and self.runs[0][1] < stop - self.keep:
             self.runs.popleft()
 
-    def query(self, start: int, stop: int) -> dict[str, bool | None]:
-        """Per electrode over [start, stop): True if ever off, False if reported on throughout, else None."""
+    def query(self, start: int, stop: int, received: int | None = None) -> dict[str, bool | None]:
+        """Per electrode over [start, stop): True if ever off, False if reported on throughout (for the
+        ``received`` samples that arrived, all of them by default), else None."""
         out: dict[str, bool | None] = {}
         covered: dict[str, int] = {}
         for first, end, report in self.runs:
@@ -106,6 +107,23 @@ class ContactLog:
                         covered[electrode] = covered.get(electrode, 0) + min(end, stop) - max(first, start)
                     out.setdefault(electrode, None)
         for electrode, n in covered.items():
-            if out.get(electrode) is None and n >= stop - start:
+            if out.get(electrode) is None and n >= (stop - start if received is None else received):
                 out[electrode] = False
         return out
+
+
+class GapLog:
+    """Runs of samples never received, [first, stop) by sample index (a jump in the source's index:
+    a link outage, lost frames), so that a window's report gives a gap's whole length, not only the
+    part inside the window."""
+
+    def __init__(self, keep_runs: int = 1000):
+        self.runs: deque[tuple[int, int]] = deque(maxlen=keep_runs)
+
+    def add(self, first: int, stop: int) -> None:
+        if stop > first:
+            self.runs.append((first, stop))
+
+    def lost(self, start: int, stop: int) -> int:
+        """Samples in the runs that overlap [start, stop), each counted whole."""
+        return sum(b - a for a, b in self.runs if a < stop and b > start)

@@ -19,11 +19,12 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from bedside.records import EcgRecord
+if TYPE_CHECKING:  # an annotation only: wfdb (and pandas) stay out of the live monitor's imports
+    from bedside.records import EcgRecord
 
 
 @dataclass(frozen=True)
@@ -163,10 +164,12 @@ class DeviceSource:
     kind = "live"
 
     def __init__(self, url: str, protocol: str, *, baudrate: int | None = None,
-                 lead_map: tuple[str, ...] | None = None, reconnect: bool = True):
+                 lead_map: tuple[str, ...] | None = None, reconnect: bool = True, stable_port: bool = False):
+        """``stable_port``: ``url`` is a udev symlink only this board's tty can have (see devices.identity)."""
         self.description = url
         self.realtime = True
         self.url, self.protocol, self.baudrate, self.lead_map, self.reconnect = url, protocol, baudrate, lead_map, reconnect
+        self.stable_port = stable_port
         self._queue: queue.SimpleQueue[Block | LinkEvent] = queue.SimpleQueue()
         self._driver = None
         self._lock = threading.Lock()
@@ -184,12 +187,20 @@ class DeviceSource:
         counters = getattr(self._driver, "counters", None)
         return int(getattr(counters, "frames_lost", 0) or 0)
 
+    def conditions(self) -> dict[str, tuple[bool, str]]:
+        """The technical condition ``device_refused``: the last port opened was not used, and why
+        (another board's serial, or no valid frames where nothing may be written); an Engine
+        condition source (``Engine.add_condition_source``)."""
+        why = getattr(self._driver, "refusal", None)
+        return {"device_refused": (why is not None, why or "")}
+
     def open(self) -> None:
         from devices.driver import Driver, to_canonical  # imported here: replay needs no devices package
 
         self._to_canonical = to_canonical
         self._driver = Driver(self.url, self.protocol, on_block=self._on_block, on_event=self._on_event,
-                              baudrate=self.baudrate, lead_map=self.lead_map, reconnect=self.reconnect)
+                              baudrate=self.baudrate, lead_map=self.lead_map, reconnect=self.reconnect,
+                              stable_port=self.stable_port)
         self._driver.start()
 
     def _on_block(self, block) -> None:  # driver thread

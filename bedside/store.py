@@ -24,11 +24,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlite_utils import Database, Migrations
 
-from bedside.errors import BedsideError, BedsideWarning
+from bedside.errors import BedsideWarning, StoreError
+# the read-only queries live in bedside.log_query (plain sqlite3: `bedside alerts` never imports sqlite-utils)
+from bedside.log_query import query_transitions, readonly_uri  # noqa: F401 (re-exported)
+from bedside.log_query import sqlite_uri as _uri
 from bedside.events import AlarmChange, AlarmKind, AlarmState, Priority, WindowResult
 
 MIGRATIONS = Migrations("bedside")
@@ -72,8 +75,28 @@ def m001_initial(db: Database) -> None:
     db["technical_events"].create_index(["session_id", "seq"], unique=True)
 
 
-class StoreError(BedsideError):
-    """The database cannot be opened or written."""
+@MIGRATIONS()
+def m002_hl7_outbox(db: Database) -> None:
+    """HL7 messages waiting for the central station (bedside/hl7/outbox.py, docs/hl7.md)."""
+    from bedside.hl7.schema import create_tables
+
+    create_tables(db)
+
+
+@MIGRATIONS()
+def m003_conditions_and_carry_over(db: Database) -> None:
+    """Each window's technical conditions (JSON), and the session an alarm was carried over from."""
+    db["windows"].add_column("conditions", str)
+    db["alarm_transitions"].add_column("carried_over_from", int)
+
+
+class OutboxWriter(Protocol):
+    """What Store.commit calls inside its transaction (bedside.hl7.outbox.Outbox)."""
+
+    def write(self, db: Database, session_id: int, windows: list[WindowResult], wall_time: float,
+              changes: list[tuple[int, AlarmChange]]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -86,6 +109,14 @@ class TechnicalEvent:
     detail: str = ""
     sample_index: int | None = None
     length: int | None = None
+
+
+def _conditions_fields(text: str | None) -> dict[str, Any]:
+    """WindowResult's conditions, unknown and gap_s from the ``conditions`` column (none: an older log)."""
+    if not text:
+        return {}
+    d = json.loads(text)
+    return {"conditions": d["present"], "unknown": tuple(d["unknown"]), "gap_s": d["gap_s"]}
 
 
 def utc(wall_time: float) -> str:
@@ -109,11 +140,6 @@ def create_private_file(path: Path) -> None:
         warnings.warn(f"{path}: database was readable by others (mode {mode:o}); set to 0600", BedsideWarning,
                       stacklevel=3)
         os.chmod(path, 0o600)
-
-
-def _uri(path: Path, **params: str) -> str:
-    query = "&".join(f"{k}={v}" for k, v in params.items())
-    return f"{path.resolve().as_uri()}?{query}"
 
 
 def check_log_path(path: Path) -> bool:
@@ -158,9 +184,14 @@ def check_log_path(path: Path) -> bool:
 
 
 class Store:
-    """One SQLite log file; every write goes through :meth:`commit` (one transaction)."""
+    """One SQLite log file; every write goes through :meth:`commit` (one transaction).
 
-    def __init__(self, path: str | os.PathLike[str]):
+    ``outbox`` (bedside.hl7.outbox.Outbox, with ``--hl7``): writes the HL7 messages reporting a commit's
+    windows and transitions in that same transaction; :meth:`close` closes it too (stops its sender).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], outbox: OutboxWriter | None = None):
+        self.outbox = outbox
         if not os.fspath(path):
             raise StoreError("--db is empty: give the alarm log's file name (for example bedside.db).")
         self.path = Path(path)
@@ -207,6 +238,8 @@ class Store:
         self.db.execute("COMMIT")
 
     def close(self) -> None:
+        if self.outbox is not None:
+            self.outbox.close()
         self.db.close()
 
     # -- sessions ----------------------------------------------------------------------------------
@@ -251,7 +284,8 @@ class Store:
                 t_s=r["t_s"], index=r["idx"], scored=bool(r["scored"]), reason=r["reason"] or "",
                 scores=json.loads(r["scores"] or "{}"), smoothed=json.loads(r["smoothed"] or "{}"),
                 hr_bpm=r["hr_bpm"], quality=json.loads(r["quality"] or "{}"),
-                lead_off=json.loads(r["lead_off"] or "{}"), detail=r["detail"] or ""))
+                lead_off=json.loads(r["lead_off"] or "{}"), detail=r["detail"] or "",
+                **_conditions_fields(r.get("conditions"))))
         return out
 
     def transitions(self, session_id: int) -> list[tuple[int, AlarmChange]]:
@@ -263,8 +297,26 @@ class Store:
                 priority=Priority(r["priority"]), state=AlarmState(r["state"]),
                 previous=AlarmState(r["previous"]) if r["previous"] else None, message=r["message"] or "",
                 score=r["score"], threshold=r["threshold"], who=r["who"],
-                audio_paused_until_s=r["audio_paused_until_s"], cause=r["cause"], seq=r["seq"])))
+                audio_paused_until_s=r["audio_paused_until_s"], cause=r["cause"], seq=r["seq"],
+                carried_over_from=r.get("carried_over_from"))))
         return out
+
+    def carry_over_candidates(self, bed_id: str, before_session_id: int, since_wall: float
+                              ) -> tuple[int, list[AlarmChange]] | None:
+        """The bed's previous session if it was active at or after ``since_wall`` (unix s), with the
+        last transition of each of its alarms that was not cleared (an engine restart carries some over)."""
+        row = self.db.execute(
+            "select s.id, max(coalesce(s.ended_wall, 0), s.started_wall, "
+            "coalesce((select max(wall_time) from windows where session_id = s.id), 0), "
+            "coalesce((select max(wall_time) from alarm_transitions where session_id = s.id), 0)) "
+            "from sessions s where s.bed_id = ? and s.id < ? order by s.id desc limit 1",
+            [bed_id, before_session_id]).fetchone()
+        if row is None or row[1] < since_wall:
+            return None
+        latest: dict[str, AlarmChange] = {}
+        for _, change in self.transitions(row[0]):
+            latest[change.alarm] = change
+        return row[0], [c for c in latest.values() if c.state != AlarmState.CLEARED]
 
     def max_seq(self, table: str, session_id: int) -> int:
         return int(self.db.execute(f"select coalesce(max(seq), 0) from [{table}] where session_id = ?",
@@ -281,13 +333,15 @@ class Store:
             "hr_bpm": None if w.hr_bpm is None else round(w.hr_bpm, 2),
             "quality_min": round(min(w.quality.values()), 4) if w.quality else None,
             "quality": _json(w.quality, 3), "lead_off": json.dumps(w.lead_off),
+            "conditions": None if w.conditions is None else json.dumps(
+                {"present": w.conditions, "unknown": list(w.unknown), "gap_s": w.gap_s}),
         } for w in windows]
         change_rows = [{
             "session_id": session_id, "seq": c.seq, "window_index": idx, "t_s": c.t_s, "wall_time": c.wall_time,
             "utc": utc(c.wall_time), "alarm": c.alarm, "kind": c.kind.value, "priority": c.priority.value,
             "state": c.state.value, "previous": c.previous.value if c.previous else None, "cause": c.cause,
             "score": c.score, "threshold": c.threshold, "who": c.who, "message": c.message,
-            "audio_paused_until_s": c.audio_paused_until_s,
+            "audio_paused_until_s": c.audio_paused_until_s, "carried_over_from": c.carried_over_from,
         } for idx, c in changes]
         event_rows = [{
             "session_id": session_id, "seq": seq, "t_s": e.t_s, "wall_time": e.wall_time, "utc": utc(e.wall_time),
@@ -301,46 +355,7 @@ class Store:
                     self.db["alarm_transitions"].insert_all(change_rows)
                 if event_rows:
                     self.db["technical_events"].insert_all(event_rows)
+                if self.outbox is not None:
+                    self.outbox.write(self.db, session_id, windows, wall_time, changes)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: write failed: {exc}") from exc
-
-
-def readonly_uri(path: Path) -> str:
-    """A read-only URI for the log: ``mode=ro``, or ``immutable=1`` when this user cannot write the
-    WAL index (-shm) a WAL reader needs (a log readable but not writable by the reviewer); an
-    immutable reader sees what was checkpointed into the main file (everything, once writers closed)."""
-    shm = path.with_name(path.name + "-shm")
-    can_index = os.access(shm, os.R_OK | os.W_OK) if shm.exists() else os.access(path.parent, os.W_OK)
-    return _uri(path, mode="ro") if can_index else _uri(path, mode="ro", immutable="1")
-
-
-def query_transitions(db_path: str | os.PathLike[str], since_wall: float | None = None,
-                      session_id: int | None = None, bed_id: str | None = None) -> list[dict[str, Any]]:
-    """Alarm transitions with their bed, oldest first, for review and export (read-only)."""
-    path = Path(db_path)
-    if not path.is_file():
-        raise StoreError(f"{path}: no such alarm log. Give the --db file that `bedside replay` or "
-                         "`bedside monitor` wrote.")
-    conn = sqlite3.connect(readonly_uri(path), uri=True)
-    try:
-        where, args = ["1"], []
-        if since_wall is not None:
-            where.append("t.wall_time >= ?")
-            args.append(since_wall)
-        if session_id is not None:
-            where.append("t.session_id = ?")
-            args.append(session_id)
-        if bed_id is not None:
-            where.append("s.bed_id = ?")
-            args.append(bed_id)
-        conn.row_factory = sqlite3.Row
-        rows = conn.execute(
-            "select t.utc, s.bed_id, t.session_id, t.seq, t.t_s, t.alarm, t.kind, t.priority, t.state, "
-            "t.previous, t.cause, t.score, t.threshold, t.who, t.message from alarm_transitions t "
-            f"join sessions s on s.id = t.session_id where {' and '.join(where)} "
-            "order by t.wall_time, t.session_id, t.seq", args).fetchall()
-    except sqlite3.Error as exc:
-        raise StoreError(f"{path}: not a bedside alarm log ({exc})") from exc
-    finally:
-        conn.close()
-    return [dict(r) for r in rows]

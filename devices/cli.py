@@ -55,9 +55,12 @@ def main() -> None:
 @click.option("--lead-map", help="leads on CH1..CH8, comma-separated (default I,II,V1,V2,V3,V4,V5,V6)")
 @click.option("--autostart", is_flag=True, help="stream at once instead of waiting for the start command 'b'")
 @click.option("--host", default="127.0.0.1", show_default=True, help="TCP address to listen on")
+@click.option("--serial", "serial_no", default=None,
+              help="the board's serial number, in its answer to 'v' (ads1298; docs/protocol-ads1298.md) "
+                   "[default: devices.simulator.DEFAULT_SERIAL]")
 def simulate(protocol: str, record: str | None, synthetic: bool, use_pty: bool, tcp_port: int | None,
              speed: float, faults: str, loop: bool, link: str | None, start_s: float, duration_s: float | None,
-             seed: int, gain: int | None, lead_map: str | None, autostart: bool, host: str) -> None:
+             seed: int, gain: int | None, lead_map: str | None, autostart: bool, host: str, serial_no: str) -> None:
     """Stream a record or a synthetic ECG as a board would, byte for byte.
 
     The first stdout line is the address to open (the pty path, the --link path, or
@@ -65,7 +68,7 @@ def simulate(protocol: str, record: str | None, synthetic: bool, use_pty: bool, 
     ends (end of source, Ctrl-C or SIGTERM). Like the real board, streaming starts when the
     host sends 'b' and pauses on 's'.
     """
-    from devices.simulator import Board, Simulator
+    from devices.simulator import DEFAULT_SERIAL, Board, Simulator
     from devices.sources import record_signal, synthetic_signal
 
     if bool(record) == synthetic:
@@ -89,7 +92,7 @@ def simulate(protocol: str, record: str | None, synthetic: bool, use_pty: bool, 
     except (BedsideError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     sim = Simulator(board, transport="pty" if use_pty else "tcp", tcp_port=tcp_port or 0, host=host,
-                    link=link, speed=speed, autostart=autostart, keep_status=False)
+                    link=link, speed=speed, autostart=autostart, keep_status=False, serial=serial_no or DEFAULT_SERIAL)
     try:
         address = sim.start()
     except OSError as exc:

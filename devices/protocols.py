@@ -35,6 +35,13 @@ class ProtocolSpec:
     start_command: bytes = b"b"
     stop_command: bytes = b"s"
     identify_command: bytes = b"v"
+    serial_in_banner: bool = False  # the identify line ends with "serial XXXX" (the board's identity)
+
+    def identify_line(self, serial: str | None = None) -> bytes:
+        """What the board answers to the identify command (its banner, with its serial where carried)."""
+        if self.serial_in_banner and serial:
+            return self.banner.rstrip(b"\n") + b" serial " + serial.encode("ascii") + b"\n"
+        return self.banner
 
     @property
     def byte_rate(self) -> float:
@@ -78,7 +85,8 @@ PROTOCOLS: dict[str, ProtocolSpec] = {
         name="ads1298", board="ADS1298 12-lead frame", fs_hz=ads1298.FS_HZ, channels=8,
         frame_size=ads1298.FRAME_SIZE, counter_modulus=ads1298.SEQ_MODULUS, baudrate=ads1298.BAUDRATE,
         gains=ads1298.GAINS, default_gain=ads1298.DEFAULT_GAIN, carries_lead_off=True,
-        banner=ads1298.BANNER, _mv_per_count=ads1298.mv_per_count, make_parser=ads1298.Ads1298Parser),
+        banner=ads1298.BANNER, _mv_per_count=ads1298.mv_per_count, make_parser=ads1298.Ads1298Parser,
+        serial_in_banner=True),
 }
 PROTOCOL_NAMES: tuple[str, ...] = tuple(PROTOCOLS)
 

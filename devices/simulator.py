@@ -28,6 +28,8 @@ from devices.transports import PtyPort, TcpPort
 PENDING, CLEAN, DAMAGED, DROPPED, DISCONNECTED, STOPPED, NO_SIGNAL, OVERRUN = range(8)
 STATUS_NAMES = ("pending", "clean", "damaged", "dropped", "disconnected", "stopped", "no_signal", "overrun")
 RAIL = (1 << 23) - 1
+#: The simulated board's serial number (its identify line carries it; see docs/protocol-ads1298.md).
+DEFAULT_SERIAL = "SIM-0001"
 
 
 @dataclass
@@ -165,13 +167,15 @@ class Simulator:
 
     def __init__(self, board: Board, *, transport: str = "pty", tcp_port: int = 0, host: str = "127.0.0.1",
                  link: str | None = None, speed: float = 1.0, autostart: bool = False,
-                 keep_status: bool = True) -> None:
+                 keep_status: bool = True, serial: str = DEFAULT_SERIAL) -> None:
+        """``serial``: the board's identity, in its identify line where the protocol carries one."""
         if speed <= 0:
             raise ValueError(f"speed={speed}: must be positive (1 = real time)")
         self.board = board
         self.port = PtyPort(link) if transport == "pty" else TcpPort(tcp_port, host)
         self.speed = speed
         self.autostart = autostart
+        self.serial = serial
         self.rate_hz = board.fs_hz * speed * (1.0 + board.faults.drift_ppm * 1e-6)
         self.keep_status = keep_status and board.n_frames is not None
         self.status = np.zeros(board.n_frames or 0, np.int8) if self.keep_status else np.zeros(0, np.int8)
@@ -246,7 +250,7 @@ class Simulator:
                     elif byte == board.spec.stop_command[0]:
                         streaming = False
                     elif byte == board.spec.identify_command[0] and not streaming:
-                        port.write(board.spec.banner)
+                        self.totals["bytes_sent"] += port.write(board.spec.identify_line(self.serial))
                 if isinstance(port, TcpPort) and not port.connected():
                     streaming = False  # a new client must send the start command
                 while k < due:

@@ -9,9 +9,13 @@ import numpy as np
 #: Electrodes whose contact a board can report (RL is the driven reference and is not reported).
 ELECTRODES: tuple[str, ...] = ("RA", "LA", "LL", "V1", "V2", "V3", "V4", "V5", "V6")
 
-#: Every kind of :class:`DeviceEvent`.
+#: Every kind of :class:`DeviceEvent`. ``reconnect``: a port proved to be the board again (valid
+#: frames); ``refused``: a port was opened and not used (another board's serial, or no valid frames
+#: where nothing may be written), its detail says what to do; ``plain_port``: the port is given by a
+#: plain kernel name such as /dev/ttyUSB0 (see devices.identity).
 EVENT_KINDS: frozenset[str] = frozenset(
-    {"gap", "crc_error", "resync", "disconnect", "reconnect", "lead_off", "lead_on", "garbage"})
+    {"gap", "crc_error", "resync", "disconnect", "reconnect", "lead_off", "lead_on", "garbage", "refused",
+     "plain_port"})
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,6 +62,7 @@ class Counters:
     resyncs: int = 0  # times frame sync was lost and found again
     disconnects: int = 0
     reconnects: int = 0
+    refused: int = 0  # ports opened and not used (another board, or no valid frames)
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -3,7 +3,9 @@
 
 Exit status: 0 when every requested bundle was written; 1 when the export is refused or fails
 (parity above tolerance, no label validated, bad input: nothing is written); 3 when the FP32 bundle was written but a
-requested variant (INT8, FP16) was refused by its AUROC gate or the TensorRT build failed.
+requested variant (INT8 given as --int8, FP16) was refused by its AUROC gate or the TensorRT build
+failed. INT8 is built by default and is the CPU bundle when its gate accepts it; a refused default
+INT8 leaves the FP32 bundle as the CPU bundle and exits 0.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ EXIT_VARIANT_REFUSED = 3
               help="Validation rate the thresholds meet: specificity=X or sensitivity=X.")
 @click.option("--calibration", type=click.Choice(["platt", "isotonic", "none"]), default="platt",
               show_default=True, help="Probability calibration fitted on validation.")
-@click.option("--int8", is_flag=True, help="Also an INT8 bundle (static quantization), gated on test AUROC.")
+@click.option("--int8/--no-int8", default=True, show_default=True,
+              help="Also an INT8 bundle (static quantization), gated on test AUROC: the CPU bundle when accepted.")
 @click.option("--fp16", is_flag=True, help="Also an FP16 bundle for GPU runtimes, gated on test AUROC.")
 @click.option("--tensorrt", is_flag=True, help="Also a TensorRT FP16 engine (batch 1) where TensorRT is installed.")
 @click.option("--opset", type=click.IntRange(min=17), default=17, show_default=True, help="ONNX opset.")
@@ -50,6 +53,12 @@ EXIT_VARIANT_REFUSED = 3
 @click.option("--int8-format", type=click.Choice(["QOperator", "QDQ"]), default=QuantOptions.quant_format,
               show_default=True)
 @click.option("--int8-per-channel", is_flag=True, help="Per-channel weight scales.")
+@click.option("--int8-activations", type=click.Choice(["uint8", "int8"]), default=QuantOptions.activations,
+              show_default=True, help="Activation type: uint8 (U8S8, x86) or int8 (S8S8, ARM dot-product).")
+@click.option("--int8-attention", is_flag=True,
+              help="Also quantize the attention products (activation x activation MatMuls); slower on VNNI.")
+@click.option("--int8-requantize", is_flag=True,
+              help="QDQ: requantize the outputs of quantized Conv/MatMul (default: float outputs, fused with the bias).")
 @click.option("--int8-calibration-windows", type=click.IntRange(min=1), default=QuantOptions.calibration_windows,
               show_default=True, help="Validation windows used to calibrate activation ranges.")
 @click.option("--int8-ops", default=",".join(QuantOptions.op_types), show_default=True,
@@ -72,7 +81,8 @@ def export_command(ctx: click.Context, source: Path, out: Path, cache: Path | No
                    calibration: str, int8: bool, fp16: bool, tensorrt: bool, opset: int,
                    parity_records: tuple[Path, ...], parity_windows: int, parity_atol: float,
                    max_windows: int | None, hop_s: float, int8_format: str, int8_per_channel: bool,
-                   int8_calibration_windows: int, int8_ops: str, int8_calibrate_method: str, max_auroc_drop: float,
+                   int8_calibration_windows: int, int8_ops: str, int8_calibrate_method: str, int8_activations: str,
+                   int8_attention: bool, int8_requantize: bool, max_auroc_drop: float,
                    allow_unvalidated: bool, sign_key: Path | None, model_name: str | None,
                    model_version: str | None) -> None:
     """Export a fine-tuned checkpoint (RUN_DIR of `trainer run`, or the .pt) to a model bundle.
@@ -112,7 +122,8 @@ def export_command(ctx: click.Context, source: Path, out: Path, cache: Path | No
     if not ops:
         raise click.BadParameter("give at least one op type, e.g. Conv,MatMul", param_hint="--int8-ops")
     quant = QuantOptions(quant_format=int8_format, per_channel=int8_per_channel, op_types=ops,
-                         calibration_windows=int8_calibration_windows, calibrate_method=int8_calibrate_method)
+                         calibration_windows=int8_calibration_windows, calibrate_method=int8_calibrate_method,
+                         activations=int8_activations, attention=int8_attention, float_outputs=not int8_requantize)
     from bedside.trust import key_id, load_private_key
 
     signing_key = None
@@ -159,6 +170,11 @@ def export_command(ctx: click.Context, source: Path, out: Path, cache: Path | No
     from export.report import report_paths
 
     say(f"report: {', '.join(str(p) for p in report_paths(out))}")
+    say(f"CPU bundle: {result.cpu_bundle}" + ("" if result.cpu_bundle != out else " (FP32: no accepted INT8 variant)"))
+    # INT8 is built by default; its refusal is an error only when --int8 was asked for explicitly
+    asked_int8 = ctx.get_parameter_source("int8") != click.core.ParameterSource.DEFAULT
+    failed = [name for name in result.refused if name != "int8" or asked_int8]
     if result.refused:
         say(f"refused: {', '.join(result.refused)} (see the report); accepted bundles were written")
+    if failed:
         ctx.exit(EXIT_VARIANT_REFUSED)

@@ -4,7 +4,8 @@ Steps (``trainer export`` is a thin layer over :func:`run_export`):
 
 1. load the classifier checkpoint and export ``ProbabilityModel`` to ONNX;
 2. parity with PyTorch on real records and test windows; refused (nothing written) above 1e-4;
-3. per variant (FP32, and INT8 / FP16 when asked): outputs on validation and test, calibration
+3. per variant (FP32; INT8 unless turned off, the CPU default when its gate accepts it; FP16 when
+   asked): outputs on validation and test, calibration
    fitted on validation, thresholds chosen on calibrated validation probabilities at the operating
    point, test metrics (subject-level AUROC intervals); INT8 and FP16 must keep every test AUROC
    within 0.005 of FP32;
@@ -64,7 +65,7 @@ class ExportSettings:
 
     operating_point: OperatingPoint = OperatingPoint()
     calibration: str = "platt"
-    int8: bool = False
+    int8: bool = True  # static INT8 is the CPU bundle whenever its AUROC gate accepts it (cpu_bundle)
     fp16: bool = False
     tensorrt: bool = False
     opset: int = DEFAULT_OPSET
@@ -114,6 +115,12 @@ class ExportResult:
     report: dict[str, Any]
     refused: list[str]
     tensorrt: dict[str, Any] | None = None
+
+    @property
+    def cpu_bundle(self) -> Path | None:
+        """The bundle a CPU bedside should run: INT8 when its gate accepted it, else FP32."""
+        written = {v.name: v.path for v in self.variants if v.accepted and v.path is not None}
+        return written.get("int8") or written.get("fp32")
 
 
 def cpu_runner(model: onnx.ModelProto | bytes) -> Callable[[np.ndarray], np.ndarray]:

@@ -1,10 +1,15 @@
 """Reduced-precision variants (INT8 static quantization, FP16) and the AUROC gate each must pass.
 
-INT8: onnxruntime static quantization of the convolutions and transformer matrix products (the
-MLP head stays float), activations calibrated on validation windows (MinMax by default), weights
-int8 and activations uint8 (U8S8, onnxruntime's fast path on x86). Post-training
-INT8 can silently wreck a 12-lead model, so a variant is accepted only when no pathology's test
-AUROC falls by more than ``max_drop`` (0.005) against FP32 (:func:`auroc_gate`).
+INT8: onnxruntime static quantization of the convolutions and of the transformer's weight matrix
+products (the MLP head stays float), activations calibrated on validation windows (MinMax by
+default), weights int8 and activations uint8 (U8S8). The default, chosen by measurement on an
+AVX-512 VNNI CPU (scripts/bench_export.py, BENCHMARKS.md): QDQ format; the attention products
+(activation x activation: scores and context) stay float, since quantizing both of their inputs
+and the softmax between them cost more in Quantize/Dequantize than it saved; and the outputs of
+the quantized Conv/MatMul stay float (``float_outputs``), so onnxruntime fuses each into one
+MatMulIntegerToFloat with its bias and no requantization follows it. Post-training INT8 can
+silently wreck a 12-lead model, so a variant is accepted only when no pathology's test AUROC falls
+by more than ``max_drop`` (0.005) against FP32 (:func:`auroc_gate`).
 
 FP16: weights and compute in float16 with float32 input/output (so the bundle's I/O contract is
 unchanged), through onnxruntime's copy of onnxconverter-common's converter.
@@ -30,9 +35,12 @@ MAX_AUROC_DROP = 0.005
 class QuantOptions:
     """Settings of onnxruntime's ``quantize_static`` (see its docs for each)."""
 
-    quant_format: str = "QOperator"  # QOperator (QLinear* ops) or QDQ (Quantize/DequantizeLinear pairs)
+    quant_format: str = "QDQ"  # QDQ (Quantize/DequantizeLinear pairs, fused by onnxruntime) or QOperator (QLinear*)
     per_channel: bool = False
     reduce_range: bool = False  # 7-bit weights: avoids u8s8 saturation on AVX2 without VNNI, costs precision
+    activations: str = "uint8"  # uint8 (U8S8, x86's fast path) or int8 (S8S8, ARM's dot-product path)
+    attention: bool = False  # also quantize the activation x activation MatMuls (attention scores, context)
+    float_outputs: bool = True  # QDQ: quantized Conv/MatMul give float outputs (no requantization after them)
     # Gemm (the MLP head, a negligible share of the compute) stays float: quantizing the last layer
     # rounds the logits to 256 levels, and the ties cost 0.02-0.1 AUROC on the demo model
     op_types: tuple[str, ...] = ("Conv", "MatMul")
@@ -43,6 +51,9 @@ class QuantOptions:
         d = asdict(self)
         d["op_types"] = list(self.op_types)
         return d
+
+
+ACTIVATION_TYPES = ("uint8", "int8")
 
 
 class _Windows:
@@ -65,6 +76,8 @@ def quantize_int8(model: onnx.ModelProto, calibration: np.ndarray,
 
     if len(calibration) == 0:
         raise ValueError("INT8 calibration needs at least one validation window")
+    if options.activations not in ACTIVATION_TYPES:
+        raise ValueError(f"INT8 activations {options.activations!r} unknown; choices: {list(ACTIVATION_TYPES)}")
 
     class Reader(_Windows, CalibrationDataReader):
         pass
@@ -73,12 +86,21 @@ def quantize_int8(model: onnx.ModelProto, calibration: np.ndarray,
         src, pre, dst = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
         onnx.save(model, src)
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+        extra = {"OpTypesToExcludeOutputQuantization": list(options.op_types)} if options.float_outputs else {}
         quantize_static(str(pre), str(dst), Reader(calibration[: options.calibration_windows]),
                         quant_format=QuantFormat[options.quant_format], per_channel=options.per_channel,
                         reduce_range=options.reduce_range, op_types_to_quantize=list(options.op_types),
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod[options.calibrate_method])
+                        nodes_to_exclude=[] if options.attention else activation_matmuls(onnx.load(pre)),
+                        activation_type=QuantType.QUInt8 if options.activations == "uint8" else QuantType.QInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod[options.calibrate_method],
+                        extra_options=extra)
         return onnx.load(dst)
+
+
+def activation_matmuls(model: onnx.ModelProto) -> list[str]:
+    """Names of the MatMul nodes with no weight input (both operands computed: attention scores, context)."""
+    weights = {t.name for t in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and not any(i in weights for i in n.input)]
 
 
 def convert_fp16(model: onnx.ModelProto) -> onnx.ModelProto:

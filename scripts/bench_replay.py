@@ -6,7 +6,7 @@ engine exactly as `bedside replay --fast` runs it (chunks, batched inference, SQ
 measured in the same run on the first windows: the naive loop (read one window, preprocess it, score it
 alone) extrapolated to the whole record.
 
-    .venv/bin/python scripts/bench_replay.py [--hours 24] [--model paper|linear|PATH] [--baseline-windows 400]
+    .venv/bin/python scripts/bench_replay.py [--hours 24] [--model paper|paper-int8|linear|PATH] [--baseline-windows 400]
 
 ``--model paper`` (default) exports an untrained network of the paper's size (5.5 M parameters,
 trainer.ecg_model; needs torch) to a bundle: the inference cost of the real model. ``linear`` is the
@@ -26,6 +26,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from cpu_flags import cpu_line  # noqa: E402  (scripts/cpu_flags.py)
 
 from bedside.leads import CANONICAL_LEADS  # noqa: E402
 
@@ -61,9 +64,11 @@ def make_record(hours: int, folder: Path = BENCH) -> Path:
     return folder / name
 
 
-def paper_bundle(folder: Path = BENCH) -> Path:
-    """An untrained paper-size classifier exported to a bundle (the inference cost of the real model)."""
-    out = folder / "paper_size.onnx"
+def paper_bundle(folder: Path = BENCH, int8: bool = False) -> Path:
+    """An untrained paper-size classifier exported to a bundle (the inference cost of the real model);
+    ``int8``: its default static INT8 variant (export.quantize, calibrated on random windows: speed and
+    memory are those of the real INT8 bundle, accuracy is not measured here)."""
+    out = folder / ("paper_size.int8.onnx" if int8 else "paper_size.onnx")
     if out.is_file():
         return out
     import onnx
@@ -80,6 +85,11 @@ def paper_bundle(folder: Path = BENCH) -> Path:
     torch.onnx.export(model, (torch.zeros(2, 12, 1000),), buf, input_names=["ecg"], output_names=["probs"],
                       dynamic_axes={"ecg": {0: "batch"}, "probs": {0: "batch"}}, opset_version=17, dynamo=False)
     proto = onnx.load_from_string(buf.getvalue())
+    if int8:
+        from export.quantize import quantize_int8
+
+        calib = np.random.default_rng(1).uniform(-1, 1, (64, 12, 1000)).astype(np.float32)
+        proto = quantize_int8(proto, calib)
     make_bundle(folder / "template.onnx")  # metadata of the test bundle, golden output of this model
     import json
 
@@ -87,18 +97,20 @@ def paper_bundle(folder: Path = BENCH) -> Path:
 
     meta = json.loads({p.key: p.value for p in onnx.load(folder / "template.onnx").metadata_props}[METADATA_KEY])
     golden = np.random.default_rng(0).uniform(-1, 1, (2, 12, 1000)).astype(np.float32)
-    expected = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"]).run(None, {"ecg": golden})[0]
-    meta.update(model_name="paper-size-untrained", model_version="bench",
+    expected = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"ecg": golden})[0]
+    meta.update(model_name="paper-size-untrained", model_version="bench", variant="int8" if int8 else "fp32",
                 golden={"input_b64": encode_array(golden), "input_shape": list(golden.shape),
-                        "expected": expected.tolist(), "atol": 1e-4})
+                        "expected": expected.tolist(), "atol": 5e-3 if int8 else 1e-4})
     write_bundle(proto, meta, out)
     return out
 
 
 def resolve_model(name: str) -> Path:
-    """'paper' (the paper-size export), 'linear' (the tiny test bundle) or a bundle path."""
-    if name == "paper":
-        return paper_bundle()
+    """'paper' (the paper-size export), 'paper-int8' (its INT8 variant), 'linear' (the tiny test bundle)
+    or a bundle path."""
+    if name in ("paper", "paper-int8"):
+        return paper_bundle(int8=name == "paper-int8")
     if name == "linear":
         from tests.bundles import make_bundle
         return make_bundle(BENCH / "linear.onnx")
@@ -128,11 +140,12 @@ def baseline(record_path: Path, bundle, n_windows: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=int, default=24)
-    parser.add_argument("--model", default="paper", help="paper, linear, or a bundle path")
+    parser.add_argument("--model", default="paper", help="paper, paper-int8, linear, or a bundle path")
     parser.add_argument("--baseline-windows", type=int, default=400)
     parser.add_argument("--db", default=str(BENCH / "bench.db"))
     parser.add_argument("--generate-only", action="store_true", help="write the record and the bundle, then stop")
     args = parser.parse_args()
+    print(cpu_line(), flush=True)
 
     from rich.console import Console
     from rich.table import Table

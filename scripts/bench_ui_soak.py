@@ -240,12 +240,21 @@ def main() -> None:
         with console.status(f"writing {args.hours:g} h of 12-lead signal at {FS_HZ:g} Hz"):
             record = make_record(tmp_path, args.hours)
         model = args.model
+        env = dict(os.environ)
         if not model:
             sys.path.insert(0, str(REPO / "tests"))
             from bundles import make_bundle
 
+            from bundles import fixture_signing_key
+            from cryptography.hazmat.primitives import serialization
+
             model = str(make_bundle(tmp_path / "model.onnx"))
-            console.print("model: a small real test bundle (tests/bundles.make_bundle)")
+            trusted = tmp_path / "trusted"  # the bundle is signed with the tests' key: trust it, and only here
+            trusted.mkdir()
+            (trusted / "test-signing.pub").write_bytes(fixture_signing_key().public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+            env["BEDSIDE_TRUST_DIR"] = str(trusted)
+            console.print("model: a small real test bundle (tests/bundles.make_bundle), its key trusted for this run")
         results = {}
         phases = ["engine", "ui"] + (["rt-engine", "rt-ui"] if args.realtime_s > 0 else [])
         for phase in phases:
@@ -255,7 +264,7 @@ def main() -> None:
                 cmd = [sys.executable, __file__, "--phase", phase, "--record", record, "--model", model,
                        "--realtime-s", str(args.realtime_s), "--size", args.size]
                 out = subprocess.run(cmd + ["--tracemalloc"] * args.tracemalloc, capture_output=True, text=True,
-                                     cwd=REPO)
+                                     cwd=REPO, env=env)
             if out.returncode:
                 sys.exit(f"phase {phase} failed:\n{out.stderr[-3000:]}")
             results[phase] = json.loads(out.stdout.strip().splitlines()[-1])

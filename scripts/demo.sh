@@ -28,11 +28,13 @@ mkdir -p "$OUT/keys"
 cp "$OUT/signing/demo-signing.key.pub" "$OUT/keys/"
 step "export to a signed model bundle"
 trainer export "$OUT/run" --out "$OUT/model.onnx" --sign "$OUT/signing/demo-signing.key"
-bedside verify "$OUT/model.onnx" --trust "$OUT/keys"
+MODEL="$OUT/model.int8.onnx"  # the CPU bundle when INT8 passed its AUROC gate, else the FP32 one
+[ -f "$MODEL" ] || MODEL="$OUT/model.onnx"
+bedside verify "$MODEL" --trust "$OUT/keys"
 step "a synthetic 5-minute bedside recording (risks ramp up; one lead-off episode)"
 trainer synth-record --out "$OUT/records/bed7" --minutes 5 --seed 0
 step "bedside replay"
-bedside replay "$OUT/records/bed7" --model "$OUT/model.onnx" --trust "$OUT/keys" --db "$OUT/alerts.db" --bed demo-bed-7
+bedside replay "$OUT/records/bed7" --model "$MODEL" --trust "$OUT/keys" --db "$OUT/alerts.db" --bed demo-bed-7
 step "alarm log"
 bedside alerts --db "$OUT/alerts.db" --format table
 printf '\nDemo finished in %ds. Alerts logged to %s\n' "$(( $(date +%s) - t0 ))" "$(realpath "$OUT/alerts.db")"

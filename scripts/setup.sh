@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv (if needed) and install the project with the train and test extras.
+# Create .venv (if needed) and install the project with the train, test, central and fhir extras.
 # Idempotent: re-installs only when pyproject.toml changed since the last successful install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,9 +10,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
-    echo "==> installing the project and its train/test extras into .venv (first time: a few minutes)"
+    echo "==> installing the project and its train/test/central/fhir extras into .venv (first time: a few minutes)"
     log=.venv/pip-install.log
-    if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[train,test]"; } >"$log" 2>&1; then
+    if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[train,test,central,fhir]"; } >"$log" 2>&1; then
         tail -n 40 "$log" >&2
         echo "setup failed: pip could not install the project (full log: $log)" >&2
         exit 1

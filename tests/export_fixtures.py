@@ -86,10 +86,11 @@ def robust_splits(model: ProbabilityModel, n: int = 2000, margin_sd: float = 0.8
     return _halves(ecg[keep], (p[keep] > med).astype(np.float32))
 
 
-def fragile_splits(model: ProbabilityModel, n: int = 200, jitter_mv: float = 0.01,
+def fragile_splits(model: ProbabilityModel, n: int = 200, jitter_mv: float = 0.003,
                    seed: int = 2) -> tuple[Split, Split]:
     """Splits of near-identical windows (one window plus ``jitter_mv`` noise) labelled by the model's score
-    against the median: the ranking rides on differences below INT8's resolution."""
+    against the median: the ranking rides on differences below INT8's resolution (0.003 mV: the default
+    INT8 layout drops test AUROC by 0.01-0.04, well past the 0.005 gate)."""
     rng = np.random.default_rng(seed)
     ecg = (random_windows(1, seed) + rng.normal(0, jitter_mv, (n, 12, 1000))).astype(np.float32)
     p = model_scores(model, ecg)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import replace
 
 import pytest
@@ -185,6 +187,37 @@ def test_technical_conditions_follow_the_reason_a_window_was_not_scored():
     assert sorted((c.alarm, c.state) for c in out) == [("lead_off", A.CLEARED), ("signal_gap", A.CLEARED)]
 
 
+def test_each_window_condition_is_judged_on_its_own():
+    system = AlarmSystem(load_alarm_config(), LABELS, THRESHOLDS, hop_s=5.0, validated=LABELS)
+
+    def cond(t, present, unknown=(), gap_s=0.0):
+        return WindowResult(t_s=t, index=int(t), scored=False, reason="gap" if "signal_gap" in present else "lead off",
+                            conditions=present, unknown=unknown, gap_s=gap_s)
+
+    # a gap and a board's lead-off report in one window: both alarms; SQI unknown: poor signal untouched
+    out = feed(system, cond(10.0, {"signal_gap": "2.00 s of signal missing", "lead_off": "electrode LA off"},
+                            ("poor_signal", "inference_failed"), gap_s=2.0))
+    assert sorted((c.alarm, c.state) for c in out) == [("lead_off", A.ACTIVE), ("signal_gap", A.ACTIVE)]
+    assert {c.message for c in out} == {"Signal gap: 2.00 s of signal missing", "Lead off: electrode LA off"}
+    # lead-off unknown (a gap, no contact report): it stays; the gap is over: it clears
+    out = feed(system, cond(15.0, {}, ("lead_off", "poor_signal", "inference_failed")))
+    assert [(c.alarm, c.state) for c in out] == [("signal_gap", A.CLEARED)]
+
+
+def test_short_losses_raise_signal_gap_only_when_they_persist():
+    config = load_alarm_config()
+    gap = config.technical["signal_gap"]
+    assert gap.after_s > 0.01 and gap.persistence.raise_n > 1
+    system = AlarmSystem(config, LABELS, THRESHOLDS, hop_s=5.0, validated=LABELS)
+    states = []
+    for k in range(gap.persistence.raise_m + 1):
+        w = WindowResult(t_s=10.0 + 5 * k, index=k, scored=False, reason="gap",
+                         conditions={"signal_gap": "10 ms of signal missing"}, gap_s=0.01)
+        states.append([c.state for c in feed(system, w) if c.alarm == "signal_gap"])
+    raised_at = [i for i, s in enumerate(states) if s == [A.ACTIVE]]
+    assert raised_at == [gap.persistence.raise_n - 1]
+
+
 def test_pause_audio_silences_every_sounding_alarm_and_new_alarms_still_sound():
     system = AlarmSystem(load_alarm_config(), LABELS, THRESHOLDS, hop_s=5.0, validated=LABELS)
     system.set_condition("storage_failing", True, 1.0, "disk full")
@@ -208,7 +241,8 @@ def test_priorities_come_from_the_settings_file(tmp_path):
     from importlib import resources
 
     text = resources.files("bedside").joinpath("alarms.toml").read_text()
-    text = text.replace("[technical.lead_off]\npriority = \"medium\"", "[technical.lead_off]\npriority = \"high\"")
+    text, n = re.subn(r'(\[technical\.lead_off\][^\[]*?)priority = "medium"', r'\1priority = "high"', text, count=1)
+    assert n == 1
     text += '\n[risk.labels.cardiomegaly]\npriority = "low"\nlatching = false\n'
     path = tmp_path / "alarms.toml"
     path.write_text(text)

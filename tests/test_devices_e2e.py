@@ -37,11 +37,15 @@ FAULTS = "drop=0.01,flip=0.002,cut=0.002,garbage=37@3s,garbage=500@11s,leadoff=V
 
 def stream(board: Board, *, speed: float, transport: str = "pty", link: str | None = None,
            timeout_s: float = 60.0) -> tuple[Simulator, Received, Driver]:
-    """Run a board to its end with a Driver attached; returns after the driver saw the port go."""
+    """Run a board to its end with a Driver attached; returns after the driver saw the port go.
+
+    A ``link`` plays a /dev/serial/by-id link (it follows the board and only the board), so it is
+    declared stable: after a replug the driver sends the handshake and start command there."""
     sim = Simulator(board, transport=transport, link=link, speed=speed)
     got = Received()
     address = sim.start()
-    drv = Driver(address, board.spec.name, on_block=got.on_block, on_event=got.on_event, backoff_s=(0.05, 0.4))
+    drv = Driver(address, board.spec.name, on_block=got.on_block, on_event=got.on_event, backoff_s=(0.05, 0.4),
+                 stable_port=link is not None)
     try:
         drv.start()
         assert sim.wait(timeout_s), "simulator did not finish"
@@ -91,7 +95,8 @@ def test_record_over_pty_arrives_exactly(name: str) -> None:
     sim, got, drv = stream(board, speed=SPEED[name])
     cmp = check(sim, got, drv, exact=True)
     assert cmp.received == board.n_frames and cmp.reported_lost == 0
-    assert [e.kind for e in got.events] == ["disconnect"]  # the simulator closing at the end
+    # the plain /dev/pts/N name is warned about at start; the simulator closing at the end
+    assert [e.kind for e in got.events] == ["plain_port", "disconnect"]
     x = to_canonical(got.blocks[0])
     assert x.shape == (12, got.blocks[0].n_samples)
     assert np.allclose(x[2], x[1] - x[0], atol=1e-6)  # III = II - I
@@ -182,7 +187,8 @@ def test_killed_simulator_then_a_new_one_on_the_same_link(tmp_path) -> None:
     link = tmp_path / "usb-ADS1298-if00"
     proc, first = _start_cli_simulator(link, seed=1)
     got = Received()
-    drv = Driver(str(link), "ads1298", on_block=got.on_block, on_event=got.on_event, backoff_s=(0.05, 0.3))
+    drv = Driver(str(link), "ads1298", on_block=got.on_block, on_event=got.on_event, backoff_s=(0.05, 0.3),
+                 stable_port=True)  # the link plays udev's by-id link here (removed on unplug)
     try:
         assert first == str(link) and os.path.islink(link)
         drv.start()

@@ -39,6 +39,11 @@ def make_run(tmp_path, val, test, manifest_sha256=None):
     return run, cache, sha
 
 
+def _unwrapped(text: str) -> str:
+    """The output without whitespace (the console wraps long paths at its width)."""
+    return "".join(text.split())
+
+
 def test_export_writes_verified_bundles_with_the_contract_metadata(model_and_splits, tmp_path, records_dir):
     model, (val, test) = model_and_splits
     run, cache, sha = make_run(tmp_path, val, test)
@@ -51,6 +56,7 @@ def test_export_writes_verified_bundles_with_the_contract_metadata(model_and_spl
     res = CliRunner().invoke(export_command, [str(run), "--out", str(out), "--int8", *trt,
                                               "--parity-record", str(records_dir / "s0010_re")])
     assert res.exit_code == 0, res.output
+    assert f"CPUbundle:{tmp_path / 'dist' / 'model.int8.onnx'}" in _unwrapped(res.output)  # INT8 accepted
     assert not trt or ("TensorRT is not installed here" in res.output and "skipped" in res.output)
     meta = verify_bundle(out, CPU).metadata
     assert meta["labels"] == LABELS and meta["leads"] == list(CANONICAL_LEADS)
@@ -120,6 +126,20 @@ def test_refused_int8_exits_3_and_keeps_the_fp32_bundle(tmp_path):
     assert res.exit_code == EXIT_VARIANT_REFUSED, res.output
     assert "REFUSED" in res.output and "refused: int8" in res.output
     assert out.is_file() and not (tmp_path / "model.int8.onnx").exists()
+
+
+def test_default_int8_refused_exits_0_with_fp32_as_the_cpu_bundle(tmp_path):
+    root = tmp_path / "scratch"
+    _, model = tiny_checkpoint(root / "c.pt")
+    run, _, _ = make_run(tmp_path, *fragile_splits(model))
+    out = tmp_path / "model.onnx"
+    res = CliRunner().invoke(export_command, [str(run), "--out", str(out)])  # INT8 built by default, not asked
+    assert res.exit_code == 0, res.output
+    assert "refused: int8" in res.output and f"CPUbundle:{out}(FP32" in _unwrapped(res.output)
+    assert out.is_file() and not (tmp_path / "model.int8.onnx").exists()
+    none = CliRunner().invoke(export_command, [str(run), "--out", str(tmp_path / "b.onnx"), "--no-int8"])
+    assert none.exit_code == 0 and "INT8 variant" in none.output and "building the INT8" not in none.output
+    assert not (tmp_path / "b.int8.onnx").exists()
 
 
 def test_a_cache_of_another_cohort_is_refused(model_and_splits, tmp_path):

@@ -81,3 +81,18 @@ def test_short_window_is_refused():
 def test_window_starts_hop():
     assert window_starts(30 * 500, 500.0, 5.0) == [0, 2500, 5000, 7500, 10000]
     assert window_starts(4999, 500.0, 5.0) == []
+
+
+@pytest.mark.parametrize("fs", [125, 250, 257, 360, 500, 1000])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16])
+def test_cached_resampler_is_scipys_own_design(fs, dtype):
+    """resample() reuses one FIR per (up, down, dtype), bit-identical to resample_poly designing it per call."""
+    from scipy.signal import resample_poly
+
+    from bedside.preprocess import resample, resample_filter, resample_ratio
+
+    x = (np.random.default_rng(fs).normal(size=(12, 10 * fs + 3)) * 300).astype(dtype)
+    up, down = resample_ratio(fs, 100.0)
+    assert np.array_equal(resample(x, fs, 100.0), resample_poly(x, up, down, axis=-1).astype(np.float32))
+    h = resample_filter(up, down, "float32")
+    assert resample_filter(up, down, "float32") is h and not h.flags.writeable

@@ -61,7 +61,8 @@ def test_migrations_are_recorded_and_applied_once(db_path):
     Store(db_path).close()
     store = Store(db_path)
     applied = [m.name for m in MIGRATIONS.applied(store.db)]
-    assert applied == ["m001_initial"] and MIGRATIONS.pending(store.db) == []
+    assert applied == ["m001_initial", "m002_hl7_outbox", "m003_conditions_and_carry_over"]
+    assert MIGRATIONS.pending(store.db) == []
     assert {"sessions", "alarm_transitions", "windows", "technical_events"} <= set(store.db.table_names())
 
 

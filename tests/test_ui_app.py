@@ -19,6 +19,7 @@ from bedside.events import AlarmKind, AlarmState, Samples
 from bedside.ui.alarm_banner import AlarmBanner
 from bedside.ui.alarm_list import AlarmList
 from bedside.ui.app import MonitorApp
+from bedside.ui.dialogs import FailureDialog
 from bedside.ui.heart_rate import HeartRate
 from bedside.ui.help_screen import HelpScreen
 from bedside.ui.history_screen import HistoryScreen
@@ -145,6 +146,10 @@ async def test_engine_failure_becomes_a_visible_technical_alarm(tmp_path: Path) 
         entry = app.state.alarms["engine_failed"]
         assert entry.change.kind is AlarmKind.TECHNICAL and entry.change.priority.marker == "***"
         assert "model bundle refused" in entry.change.message
+        await pilot.pause()
+        assert isinstance(app.screen, FailureDialog)  # the reason in a dialog the nurse cannot miss
+        assert "model bundle refused (checksum check failed)" in str(app.screen.query_one("#failure-reason").render())
+        await pilot.press("escape")  # closes the dialog; the alarm stays
         text, cls = app.screen.query_one(AlarmBanner).line(AlarmKind.TECHNICAL)
         assert "ENGINE STOPPED" in text and cls == "banner--high"
         await pilot.press("a")  # a UI-raised alarm is acknowledged on the screen itself

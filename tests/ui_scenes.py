@@ -136,3 +136,44 @@ def disconnected_scene() -> list[object]:
 
 #: Wall clock the app sees when a scene is drawn: 4 s after the last sample block arrived.
 FROZEN_NOW = T0_WALL + END_S + 4.0
+
+
+def reconnected_scene() -> list[object]:
+    """The disconnected scene, then the log clears device_disconnected (the device is back) while the
+    last Status still says "disconnected": the status bar follows the log."""
+    events = disconnected_scene()
+    events.append(change(END_S + 6.0, "device_disconnected", AlarmState.CLEARED, AlarmState.ACTIVE,
+                         "Device disconnected: /dev/ttyUSB0, no frames for 1 s", kind=AlarmKind.TECHNICAL))
+    return events
+
+
+def undrawn_lead_off_scene() -> list[object]:
+    """The normal scene, then electrode V3 comes off (a lead not drawn with II V1 V5): the window is not
+    scored but lead II is clean, so the heart rate stays; the lead_off alarm names V3."""
+    events = normal_scene()
+    off = {e: e == "V3" for e in ELECTRODES}
+    events.append(window(END_S, {}, hr=71.0, scored=False, reason="lead off", lead_off=off))
+    events.append(change(END_S, "lead_off", AlarmState.ACTIVE, None,
+                         "Lead off: lead V3 without signal for 5 s (electrode V3 off)", kind=AlarmKind.TECHNICAL))
+    return events
+
+
+def near_threshold_scene(edema: float = 0.251) -> list[object]:
+    """Edema hovering at its threshold (0.25 here) with its alarm active: 0.251 is above, 0.249 below;
+    the alarm (latching) stays either way."""
+    thresholds = dict(THRESHOLDS, edema=0.25)
+
+    def risk_at(t: float) -> dict[str, float]:
+        return {"edema": edema if t > END_S - 600 else 0.2, "pleural_effusion": 0.14, "cardiomegaly": 0.33}
+    alarms = {END_S - 300: [change(END_S - 300, "edema", AlarmState.ACTIVE, None, "Edema risk 0.252 > 0.250",
+                                   score=0.252, threshold=thresholds["edema"])]}
+    return [status("replay")] + _stream(risk_at, hr=80.0, alarms_at=alarms)
+
+
+#: Thresholds of ``near_threshold_scene`` (edema's is 0.25).
+NEAR_THRESHOLDS = dict(THRESHOLDS, edema=0.25)
+
+
+#: Why the engine refused a record in the failure snapshot (the Pilot test uses a real refused header).
+FAILURE_REASON = ("/wards/icu/s0099.hea: sampling frequency 0 Hz is not a positive number; "
+                  "fix the record header (line 1, field 3) or export the record again")

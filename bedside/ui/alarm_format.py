@@ -17,7 +17,14 @@ ALARM_NAMES = {
     "inference_failed": "INFERENCE FAILED", "bundle_refused": "MODEL REFUSED",
     "settings_refused": "SETTINGS REFUSED", "storage_failing": "STORAGE FAILING",
     "engine_failed": "ENGINE STOPPED", "command_failed": "COMMAND FAILED",
+    "analysis_behind": "ANALYSIS BEHIND", "central_unreachable": "CENTRAL UNREACHABLE",
+    "device_refused": "DEVICE REFUSED",
 }
+#: Actions of the alarms the screen raises itself (the engine's come from the alarm settings file).
+SCREEN_ACTIONS = {"engine_failed": "Call technician: see dialog", "command_failed": "Retry; call technician",
+                  "ui_error": "Call technician"}
+#: Tag of an alarm the engine restored after a restart (``AlarmChange.carried_over``).
+CARRIED_OVER = "carried over"
 
 
 def alarm_name(alarm: str) -> str:
@@ -34,6 +41,16 @@ def state_text(change: AlarmChange, paused_left_s: float | None) -> str:
     if change.state is AlarmState.AUDIO_PAUSED:
         return "AUDIO PAUSED" if paused_left_s is None else f"AUDIO PAUSED {mmss(paused_left_s)}"
     return change.state.value.upper()
+
+
+def one_line(text: str) -> str:
+    """A message on one line (a multi-line reason would make a list row taller than the others)."""
+    return " / ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def carried_over(change: AlarmChange) -> bool:
+    """Whether the engine carried this alarm over from before a restart (absent on older engines)."""
+    return bool(getattr(change, "carried_over", False))
 
 
 def clock(wall_time: float, tz: tzinfo | None) -> str:

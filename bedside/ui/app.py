@@ -5,13 +5,16 @@ Public API (used by ``bedside.cli`` for ``bedside replay RECORD --ui`` and ``bed
     from bedside.ui.app import run_ui, MonitorApp, resolve_user
 
     run_ui(engine_factory: Callable[[], Engine], *, bed_id: str,
-           leads: tuple[str, ...] = ("II", "V1", "V5"), user: str | None = None, fps: float = 12.5) -> int
+           leads: tuple[str, ...] = ("II", "V1", "V5"), user: str | None = None, fps: float = 12.5,
+           audio: bool | None = None, gain_mm_per_mv: float | None = None) -> int
         Build the engine in its own thread (so loading a bundle or opening a port never blocks the
-        screen, and a failure shows as a technical alarm), run it there, show the monitor screen until
-        the user quits (Ctrl+Q); return 0, or 1 when the engine failed during the session.
+        screen), run it there, show the monitor screen until the user quits (Ctrl+Q); return 0, or 1
+        when the engine failed or refused to start (its full reason is shown in a dialog, kept in the
+        help, and written to stderr once the screen has closed) or the app itself crashed.
 
     MonitorApp(engine_factory=None, *, bed_id, leads=..., user=None, tz=None, fps=FPS (12.5),
-               labels=(), thresholds=None, min_sqi=None, not_validated=(), clock=time.time)
+               labels=(), thresholds=None, min_sqi=None, not_validated=(), clock=time.time,
+               alarm_config=None, audio=None, gain_mm_per_mv=None)
         The App itself. Without a factory it is a pure view: tests and screenshots feed it events with
         ``app.post_event(event)`` and draw with ``app.tick()``.
 
@@ -30,13 +33,14 @@ from __future__ import annotations
 import getpass
 import logging
 import os
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import tzinfo
-from typing import Any, Protocol
+from typing import Any
 
 from textual.app import App
 from textual.binding import Binding
@@ -44,6 +48,11 @@ from textual.worker import Worker, WorkerState
 
 from bedside.events import AlarmChange, AlarmKind, AlarmState, Priority, Samples
 from bedside.leads import LEAD_INDEX
+from bedside.ui.alarm_format import SCREEN_ACTIONS
+from bedside.ui.dialogs import FailureDialog
+from bedside.ui.engine_link import EngineExit as _EngineExit
+from bedside.ui.engine_link import EngineLike, engine_display, engine_settings, failure_text
+from bedside.ui.engine_link import EngineReady as _EngineReady
 from bedside.ui.help_screen import HelpScreen
 from bedside.ui.history_screen import HistoryScreen
 from bedside.ui.monitor_screen import MonitorScreen
@@ -70,16 +79,6 @@ SCREEN_ERROR_REPEAT_S = 60.0
 ALL_CHANGED = frozenset({"window", "alarms", "status"})
 
 
-class EngineLike(Protocol):
-    """What the UI needs of ``bedside.engine.Engine``."""
-
-    def subscribe(self, callback: Callable[[Any], None]) -> Any: ...
-    def acknowledge(self, alarm: str, who: str) -> Any: ...
-    def pause_audio(self, who: str) -> Any: ...
-    def run(self) -> Any: ...
-    def stop(self) -> Any: ...
-
-
 def resolve_user(user: str | None = None) -> str:
     """Who is at the keyboard: ``user``, else ``$BEDSIDE_USER``, else the login name."""
     if user:
@@ -90,32 +89,6 @@ def resolve_user(user: str | None = None) -> str:
         return getpass.getuser()
     except (KeyError, OSError):  # no login name (a container without a passwd entry)
         return "unknown"
-
-
-def engine_settings(engine: Any) -> tuple[list[str], dict[str, float], float | None, list[str]]:
-    """What the screen reads once from the engine: the bundle's labels, thresholds and not-validated
-    labels (never alarmed, shown greyed), and the quality limit."""
-    bundle = getattr(engine, "bundle", None)
-    labels, thresholds = (list(bundle.labels), dict(bundle.thresholds)) if bundle is not None else ([], {})
-    not_validated = list(getattr(bundle, "unvalidated_labels", ())) if bundle is not None else []
-    quality = getattr(getattr(engine, "config", None), "quality", None)
-    return labels, thresholds, getattr(quality, "min_sqi", None), not_validated
-
-
-class _EngineExit:
-    """Queued by the engine thread when ``run`` returns or raises."""
-
-    def __init__(self, error: BaseException | None) -> None:
-        self.error = error
-
-
-class _EngineReady:
-    """Queued by the engine thread once the engine is built: the bundle's labels and thresholds."""
-
-    def __init__(self, labels: list[str], thresholds: dict[str, float], min_sqi: float | None,
-                 not_validated: list[str]) -> None:
-        self.labels, self.thresholds, self.min_sqi = labels, thresholds, min_sqi
-        self.not_validated = not_validated
 
 
 class _LogNote:
@@ -158,13 +131,14 @@ class MonitorApp(App[int]):
     TITLE = "bedside monitor"
     CSS_PATH = "app.tcss"
     ENABLE_COMMAND_PALETTE = False
-    BINDINGS = [Binding("ctrl+q", "quit", "Quit")]  # the other keys belong to each screen
+    BINDINGS = [Binding("ctrl+q", "quit", "Quit", show=False)]  # the screens show it first; their other keys
 
     def __init__(self, engine_factory: Callable[[], EngineLike] | None = None, *, bed_id: str,
                  leads: Sequence[str] = DEFAULT_LEADS, user: str | None = None, tz: tzinfo | None = None,
                  fps: float = FPS, labels: Sequence[str] = (), thresholds: dict[str, float] | None = None,
                  min_sqi: float | None = None, not_validated: Sequence[str] = (),
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, alarm_config: Any = None, audio: bool | None = None,
+                 gain_mm_per_mv: float | None = None) -> None:
         super().__init__()
         unknown = [lead for lead in leads if lead not in LEAD_INDEX]
         if unknown:
@@ -178,6 +152,10 @@ class MonitorApp(App[int]):
         self.clock = clock
         self.initial_leads = tuple(leads)
         self.state = MonitorState(labels, thresholds, min_sqi=min_sqi, not_validated=not_validated)
+        self.audio = audio
+        self.gain_mm_per_mv = gain_mm_per_mv
+        self._show_settings(engine_display(alarm_config, audio, labels))
+        self.failure: str | None = None  # why the engine stopped or refused to start (full text)
         self.buffer = WaveBuffer(WAVE_SECONDS, clock=clock)
         self._inbox: deque[object] = deque()
         self._engine_thread: threading.Thread | None = None
@@ -197,7 +175,7 @@ class MonitorApp(App[int]):
     def on_mount(self) -> None:
         # Pushed (not the default screen) so that Textual loads the screen's own .tcss.
         self.push_screen(MonitorScreen(self.state, self.buffer, bed_id=self.bed_id, user=self.user,
-                                       leads=self.initial_leads, tz=self.tz))
+                                       leads=self.initial_leads, tz=self.tz, gain_mm_per_mv=self.gain_mm_per_mv))
         if self.fps > 0:
             self.set_interval(1 / self.fps, self.tick, name="frame")
         if self.engine_factory is not None:
@@ -211,7 +189,9 @@ class MonitorApp(App[int]):
             engine = self.engine_factory()
             engine.subscribe(self.post_event)
             self.engine = engine
-            self._inbox.append(_EngineReady(*engine_settings(engine)))
+            settings = engine_settings(engine)
+            display = engine_display(getattr(engine, "config", None), self.audio, settings[0])
+            self._inbox.append(_EngineReady(*settings, display=display))
             try:
                 if not self._stopping:
                     engine.run()
@@ -220,7 +200,7 @@ class MonitorApp(App[int]):
                 if close is not None:
                     close()
         except BaseException as exc:  # noqa: BLE001 - any failure must become a visible alarm
-            log.exception("bedside engine failed")
+            log.exception("bedside engine failed: %s", failure_text(exc))
             self._inbox.append(_EngineExit(exc))
         else:
             self._inbox.append(_EngineExit(None))
@@ -276,8 +256,9 @@ class MonitorApp(App[int]):
         just come on top redraws everything. A screen that raises is logged, raised as the technical
         alarm ``ui_error`` and, unless it is the monitor itself, replaced by the monitor screen.
         """
-        screen = self.screen
-        if not hasattr(screen, "update_view") or not screen.is_mounted:
+        # A dialog on top has no view of its own: draw the screen under it (its banner stays visible).
+        screen = next((s for s in reversed(self.screen_stack) if hasattr(s, "update_view")), None)
+        if screen is None or not screen.is_mounted or not screen.children:  # not composed yet
             return
         if screen is not self._drawn_screen:
             changed = changed | ALL_CHANGED
@@ -299,7 +280,7 @@ class MonitorApp(App[int]):
             self._screen_error, self._screen_error_at = key, now
             log.exception("%s could not be drawn", name)
             self.raise_ui_alarm("ui_error", f"Display error in {name}: {key[1]}", Priority.MEDIUM)
-        if not isinstance(screen, MonitorScreen) and len(self.screen_stack) > 1:
+        if not isinstance(screen, MonitorScreen) and screen is self.screen and len(self.screen_stack) > 1:
             self.pop_screen()  # back to the monitor, which shows the alarm
 
     def frame_end(self) -> int:
@@ -310,11 +291,11 @@ class MonitorApp(App[int]):
         frozen one.
         """
         end, fs, last = self.buffer.end_index, self.buffer.fs_hz, self.buffer.last_write_wall
-        status = self.state.status
-        if fs is None or last is None or status is None or status.link not in LIVE_LINKS:
+        link = self.state.link  # the status, corrected by the link alarm's transitions
+        if fs is None or last is None or link not in LIVE_LINKS:
             return end
         stalled_s = self.clock() - last
-        if status.link == "connected" and stalled_s < STALL_S:
+        if link == "connected" and stalled_s < STALL_S:
             return end
         return end + int(max(0.0, stalled_s) * fs)
 
@@ -328,6 +309,7 @@ class MonitorApp(App[int]):
             self.state.not_validated = set(event.not_validated)
             if event.min_sqi is not None:
                 self.state.min_sqi = event.min_sqi
+            self._show_settings(event.display)
             return "window"
         if isinstance(event, _EngineExit):
             return self._engine_exited(event.error)
@@ -350,10 +332,20 @@ class MonitorApp(App[int]):
                 self.notify("The engine finished.", timeout=10)
             return "status"
         self.engine_failed = True
+        self.failure = failure_text(error)
         if self.state.status is not None:
             self.state.status = replace(self.state.status, link="stopped")
-        return self.raise_ui_alarm("engine_failed", f"Engine stopped: {type(error).__name__}: {error}",
-                                   Priority.HIGH)
+        self.state.set_link("stopped")
+        self.push_screen(FailureDialog(self.failure))
+        return self.raise_ui_alarm("engine_failed", f"Engine stopped: {self.failure}", Priority.HIGH)
+
+    def _show_settings(self, display: dict[str, Any]) -> None:
+        """Action texts, HR limits and audio state from the alarm settings (the screen's own actions kept)."""
+        self.state.actions = {**display.get("actions", {}), **SCREEN_ACTIONS}
+        if display.get("hr_limits") is not None:
+            self.state.hr_limits = display["hr_limits"]
+        if display.get("audio") is not None:
+            self.state.audio = display["audio"]
 
     def raise_ui_alarm(self, alarm: str, message: str, priority: Priority) -> str:
         """A technical alarm raised by the UI itself (the engine is gone or refused a command)."""
@@ -379,7 +371,12 @@ class MonitorApp(App[int]):
         self._command(f"acknowledge {alarm}", "acknowledge", alarm, self.user)
 
     def action_pause_audio(self) -> None:
-        """Pause the audio of the current alarms (AUDIO PAUSED, timed by the engine)."""
+        """Pause the audio of the sounding alarms (AUDIO PAUSED, timed by the engine); say so when none sounds."""
+        if not self.state.sounding():
+            left = self.state.audio_paused_max_s()
+            why = f"audio already paused ({left:.0f} s left)" if left is not None else "no alarm to pause"
+            self.notify(f"Nothing is sounding: {why}.", title="Pause audio", timeout=5)
+            return
         self._command("pause audio", "pause_audio", self.user)
 
     def _command(self, title: str, method: str, *args: str) -> None:
@@ -412,13 +409,19 @@ class MonitorApp(App[int]):
             self.pop_screen()
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.state, bed_id=self.bed_id, user=self.user, tz=self.tz,
-                                        log_notes=list(self.log_notes)))
+                                        log_notes=list(self.log_notes), failure=self.failure))
 
 
 def run_ui(engine_factory: Callable[[], EngineLike], *, bed_id: str, leads: tuple[str, ...] = DEFAULT_LEADS,
-           user: str | None = None, fps: float = FPS) -> int:
-    """Run the monitor on this terminal with the engine from ``engine_factory``; return the exit code."""
-    app = MonitorApp(engine_factory, bed_id=bed_id, leads=leads, user=user, fps=fps)
+           user: str | None = None, fps: float = FPS, audio: bool | None = None,
+           gain_mm_per_mv: float | None = None) -> int:
+    """Run the monitor on this terminal with the engine from ``engine_factory``; return the exit code.
+
+    When the engine failed or refused to start, its reason is written to stderr after the screen has
+    closed (the dialog and the help showed it while the screen was up) and the code is 1.
+    """
+    app = MonitorApp(engine_factory, bed_id=bed_id, leads=leads, user=user, fps=fps, audio=audio,
+                     gain_mm_per_mv=gain_mm_per_mv)
     root = logging.getLogger()
     on_terminal = [h for h in root.handlers if isinstance(h, logging.StreamHandler)
                    and getattr(getattr(h, "stream", None), "isatty", lambda: False)()]
@@ -435,4 +438,6 @@ def run_ui(engine_factory: Callable[[], EngineLike], *, bed_id: str, leads: tupl
         root.removeHandler(ui_handler)
         for h in on_terminal:
             root.addHandler(h)
+    if app.failure is not None:
+        print(f"bedside: monitoring stopped: the engine failed: {app.failure}", file=sys.stderr)
     return 1 if app.engine_failed or app.return_code else int(code or 0)  # return_code 1: the app crashed

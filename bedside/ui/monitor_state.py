@@ -8,6 +8,7 @@ signal time and the alarm history a fixed number of transitions.
 from __future__ import annotations
 
 import math
+import re
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,6 +19,15 @@ from bedside.events import AlarmChange, AlarmKind, AlarmState, Priority, Samples
 TREND_S = 3600.0
 #: Alarm transitions kept in memory for the history screen (the database keeps all of them).
 HISTORY_MAX = 5000
+#: Link states in which nothing new arrives: every derived value on screen is stale.
+LINK_DOWN = ("disconnected", "reconnecting", "stopped")
+#: Values (HR, SQI, electrodes, risks) older than this (s of signal time) are shown stale even on a live
+#: link (the analysis stopped or fell behind): no number is better than an old one.
+STALE_S = 15.0
+#: Electrode names in an alarm message (chest electrodes and the limb ones).
+ELECTRODE_RE = re.compile(r"\b(V[1-6]|RA|LA|LL|RL)\b")
+#: The alarm whose transitions (the ones the log shows) decide the link state on the status bar.
+LINK_ALARM = "device_disconnected"
 
 PRIORITY_ORDER = {Priority.HIGH: 0, Priority.MEDIUM: 1, Priority.LOW: 2}
 STATE_ORDER = {AlarmState.ACTIVE: 0, AlarmState.LATCHED: 1, AlarmState.AUDIO_PAUSED: 2,
@@ -60,6 +70,12 @@ class MonitorState:
         self.trends: dict[str, deque[tuple[float, float]]] = {label: deque() for label in self.labels}
         self.now_s = 0.0  # newest signal time seen (s)
         self.events = 0  # events applied
+        self.hr_window: WindowResult | None = None  # the latest window that carried a heart rate
+        self.link: str | None = None  # link state: the latest Status, overruled by a later LINK_ALARM change
+        self.lost_at_s: float | None = None  # signal time the link went down; cleared by a newer window
+        self.actions: dict[str, str] = {}  # short action text per alarm ("Check cable/device")
+        self.hr_limits: tuple[float, float] | None = None  # (low, high) bpm of the hr_low/hr_high alarms
+        self.audio: str | None = None  # "on", "off", or None when unknown
 
     # -- applying events -------------------------------------------------------------------------
     def apply(self, event: object) -> str:
@@ -77,6 +93,7 @@ class MonitorState:
             return "alarms"
         if isinstance(event, Status):
             self.status = event
+            self.set_link(event.link)
             return "status"
         raise TypeError(f"not an engine event: {type(event).__name__}")
 
@@ -85,6 +102,10 @@ class MonitorState:
         self.now_s = max(self.now_s, w.t_s)
         if w.scored:
             self.scored = w
+        if w.hr_bpm is not None:
+            self.hr_window = w
+        if self.lost_at_s is not None and w.t_s > self.lost_at_s and self.link not in LINK_DOWN:
+            self.lost_at_s = None  # the first window analysed after the link came back
         for label in list(w.smoothed) + list(w.scores):
             if label not in self.trends:
                 self.labels.append(label)
@@ -98,6 +119,11 @@ class MonitorState:
     def _apply_alarm(self, c: AlarmChange) -> None:
         self.history.append(c)
         self.now_s = max(self.now_s, c.t_s)
+        if c.alarm == LINK_ALARM:  # the log's word on the link beats an older Status
+            if c.state is AlarmState.CLEARED and self.link in ("disconnected", "reconnecting"):
+                self.set_link("connected")
+            elif c.state is not AlarmState.CLEARED and self.link != "reconnecting":
+                self.set_link("disconnected")
         if c.threshold is not None and c.kind is AlarmKind.PHYSIOLOGICAL and c.alarm in self.trends:
             self.thresholds.setdefault(c.alarm, c.threshold)
         if c.state is AlarmState.CLEARED:
@@ -108,6 +134,12 @@ class MonitorState:
             self.alarms[c.alarm] = AlarmEntry(c, c.wall_time, c.t_s)
         else:
             self.alarms[c.alarm] = AlarmEntry(c, old.raised_wall, old.raised_t_s)
+
+    def set_link(self, link: str) -> None:
+        """A new link state; going down marks every value shown so far as stale until a newer window."""
+        if link in LINK_DOWN and self.lost_at_s is None:
+            self.lost_at_s = self.now_s
+        self.link = link
 
     # -- queries ---------------------------------------------------------------------------------
     def current(self, kind: AlarmKind | None = None) -> list[AlarmEntry]:
@@ -132,6 +164,48 @@ class MonitorState:
     def validated(self, label: str) -> bool:
         """Whether the bundle validated ``label`` (may alarm); a not-validated risk is shown greyed."""
         return label not in self.not_validated
+
+    def stale_s(self) -> float | None:
+        """Age (s) of the derived values on screen when they are stale, else None.
+
+        Stale: the link is down (device lost, engine stopped) or came back without a window analysed
+        since, or the latest window is older than ``STALE_S`` of signal time (on a live link the signal
+        time keeps running with the wall clock).
+        """
+        w = self.window
+        if w is None:  # nothing shown yet, so nothing stale
+            return None
+        age = max(0.0, self.now_s - w.t_s)
+        if self.link in LINK_DOWN or self.lost_at_s is not None or age > STALE_S:
+            return age
+        return None
+
+    def heart_rate(self) -> float | None:
+        """The latest heart rate, or None when there is none, it is stale or older than ``STALE_S``."""
+        w = self.hr_window
+        if w is None or self.stale_s() is not None or self.now_s - w.t_s > STALE_S:
+            return None
+        return w.hr_bpm
+
+    def action(self, change: AlarmChange) -> str:
+        """The short action text of an alarm ("Check electrode V3"), or "" when none is configured."""
+        text = self.actions.get(change.alarm, "")
+        if "{electrodes}" in text:
+            w = self.window
+            off = [e for e, v in (w.lead_off if w is not None else {}).items() if v]
+            if not off:  # e.g. a flat lead the engine names only in its message ("lead V3 flat")
+                off = list(dict.fromkeys(ELECTRODE_RE.findall(change.message)))
+            text = text.replace("{electrodes}", " ".join(off[:3])).rstrip()
+        return text
+
+    def sounding(self) -> list[AlarmEntry]:
+        """Alarms whose audio is on (ACTIVE or LATCHED)."""
+        return [a for a in self.alarms.values() if a.change.state in (AlarmState.ACTIVE, AlarmState.LATCHED)]
+
+    def audio_paused_max_s(self) -> float | None:
+        """The longest AUDIO PAUSED time left (s), or None when no alarm is audio-paused."""
+        left = [x for a in self.alarms.values() if (x := self.audio_paused_left_s(a)) is not None]
+        return max(left) if left else None
 
     def risk(self, label: str) -> float | None:
         """The current (smoothed) risk of one label from the latest scored window."""

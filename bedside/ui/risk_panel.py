@@ -4,6 +4,13 @@ The trend is a bar sparkline on a fixed 0..1 scale (a probability is never stret
 height), one column per time bucket holding the highest risk in it; a bucket with no scored window
 stays blank, and the threshold's level is marked with a dotted line where no bar covers it.
 
+The current risk and its threshold are written with three decimals and an explicit ``≥`` or ``<``
+between them (``0.251 ≥ 0.250``), so which side of the threshold a risk is on is always readable. The
+colour of the value follows that comparison; the name is reversed while the label's alarm is current,
+so the mark follows the alarm (with its persistence and hysteresis) and does not blink with every window
+that crosses the threshold. While the values are stale (link down, analysis stopped) they are ``---``
+and the header says how old the last ones are.
+
 A label the bundle did not validate (its validation AUROC is not credibly above chance) never
 alarms: its value and trend are drawn greyed with the words "not validated", without a threshold,
 threshold mark or alarm colour.
@@ -14,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+from rich.style import Style
 from rich.text import Text
 from textual.widget import Widget
 
@@ -24,10 +32,28 @@ BLOCKS = " ▁▂▃▄▅▆▇█"
 MAX_BAR_ROWS = 4
 NOT_VALIDATED = "not validated"
 NAMES = {"edema": "Edema", "pleural_effusion": "Pl. effusion", "cardiomegaly": "Cardiomegaly"}
+SHORT_NAMES = {"pleural_effusion": "Pl.effusion", "cardiomegaly": "Cardiomeg."}
+#: Cells of a value line besides the name: " 0.251 ≥0.250".
+VALUE_CELLS = 13
 
 
-def display_name(label: str) -> str:
-    return NAMES.get(label, label.replace("_", " ").capitalize())
+def display_name(label: str, width: int = 12) -> str:
+    """The label's name in at most ``width`` cells (a short form at 80 columns)."""
+    name = NAMES.get(label, label.replace("_", " ").capitalize())
+    if len(name) > width:
+        name = SHORT_NAMES.get(label, name)
+    return name[:width]
+
+
+def compare_text(value: float | None, threshold: float | None) -> tuple[str, bool]:
+    """(" 0.251 ≥0.250", above) with three decimals; ``--`` for a missing value or threshold."""
+    v = "  ---" if value is None else f"{value:.3f}"
+    if threshold is None:
+        return f" {v:>5}  {'--':>5}", False
+    if value is None:
+        return f" {v:>5}  {threshold:.3f}", False
+    above = value >= threshold
+    return f" {v} {'≥' if above else '<'}{threshold:.3f}", above
 
 
 def bucket_max(points: Iterable[tuple[float, float]], now_s: float, span_s: float, n: int) -> list[float]:
@@ -89,24 +115,31 @@ class RiskPanel(Widget):
         per = max(1, (height - 1) // len(labels))  # rows per label: value line + trend (+ axis)
         axis = per >= 5  # room for a "-1h ... now" line under each trend
         bar_h = max(1, min(MAX_BAR_ROWS, per - 1 - axis))
-        out.append(f"{'Risk':<12} {'now':>4} {'thr':>4}"[:width], style("risk--name"))
-        if width >= 33:
-            out.append(f"   {self.trend_s / 3600:g} h trend", style("risk--stale"))
-        stale = self.state.window is not None and not self.state.window.scored
+        name_w = max(4, min(16, width - VALUE_CELLS))
+        age = self.state.stale_s()
+        if age is not None:
+            from bedside.ui.heart_rate import age_text  # one writer of ages
+
+            out.append(f"Risk --- {age_text(age)}"[:width], style("risk--above"))
+        else:
+            out.append(f"{'Risk':<{name_w}} {'now':>5}  {'thr':>5}"[:width], style("risk--name"))
+        trend_label = f"   {self.trend_s / 3600:g} h trend"
+        if out.cell_len + len(trend_label) <= width:
+            out.append(trend_label, style("risk--stale"))
+        not_scored = self.state.window is not None and not self.state.window.scored
         for label in labels:
             if not self.state.validated(label):
                 self._render_unvalidated(out, label, width, per, bar_h, axis)
                 continue
-            value = self.state.risk(label)
+            value = None if age is not None else self.state.risk(label)
             thr = self.state.thresholds.get(label)
-            above = value is not None and thr is not None and value >= thr
+            text, above = compare_text(value, thr)
+            in_alarm = label in self.state.alarms
             out.append("\n")
-            out.append(f"{display_name(label)[:12]:<12} ", style("risk--name"))
-            value_style = style("risk--above") if above else style("risk--stale" if stale else "risk--value")
-            out.append(f"{'--' if value is None else f'{value:.2f}':>4}", value_style)
-            out.append(f" {'--' if thr is None else f'{thr:.2f}':>4}", style("risk--name"))
-            if above:
-                out.append(" ▲", style("risk--above"))
+            out.append(f"{display_name(label, name_w):<{name_w}}",
+                       style("risk--name") + (Style(reverse=True, bold=True) if in_alarm else Style()))
+            value_style = style("risk--above") if above else style("risk--stale" if not_scored else "risk--value")
+            out.append(text, value_style)
             if per == 1:
                 continue
             values = bucket_max(self.state.trends.get(label, ()), self.state.now_s, self.trend_s, width)
@@ -127,8 +160,11 @@ class RiskPanel(Widget):
         dim = self.get_component_rich_style("risk--unvalidated")
         value = self.state.risk(label)
         out.append("\n")
-        out.append(f"{display_name(label)[:12]:<12} {'--' if value is None else f'{value:.2f}':>4}", dim)
-        inline = per == 1 or width >= 18 + len(NOT_VALIDATED)  # room beside the value, else on the next row
+        name_w = max(4, min(16, width - VALUE_CELLS))
+        if self.state.stale_s() is not None:
+            value = None
+        out.append(f"{display_name(label, name_w):<{name_w}} {'  ---' if value is None else f'{value:.3f}'}", dim)
+        inline = per == 1 or width >= name_w + 7 + len(NOT_VALIDATED)  # room beside the value, else on the next row
         if inline:
             out.append(f" {NOT_VALIDATED}", dim)
         if per == 1:

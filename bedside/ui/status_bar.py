@@ -40,7 +40,7 @@ class StatusBar(Widget):
 
     def update_view(self) -> None:
         """Redraw only when the status or the shown second changed."""
-        key = (self.state.status, int(self.state.now_s))
+        key = (self.state.status, self.state.link, int(self.state.now_s))  # the link alone can change
         if key != self._shown:
             self._shown = key
             self.refresh()
@@ -50,11 +50,15 @@ class StatusBar(Widget):
         style = self.get_component_rich_style
         st = self.state.status
         seg = [(Text(f"BED {st.bed_id if st else self.bed_id}", style("status--label")), True)]
-        if st is None:
+        if st is None and self.state.link == "stopped":
+            seg.append((Text("engine stopped", style("status--bad")), True))
+        elif st is None:
             seg.append((Text("waiting for the engine", style("status--warn")), True))
         else:
+            # The link as the alarm log tells it: a device_disconnected transition overrules an older Status.
+            word = self.state.link or st.link
             link = Text(f"{short_device(st.device)} ")
-            link.append(st.link, style(LINK_CLASSES.get(st.link, "status--warn")))
+            link.append(word, style(LINK_CLASSES.get(word, "status--warn")))
             seg += [
                 (link, True),
                 (Text(f"lost {st.frames_lost}", style("status--bad" if st.frames_lost else "status--ok")), True),
