@@ -77,7 +77,8 @@ def print_summary(summary: RunSummary, console: Console, title: str, not_validat
         console.print("Technical events: " + ", ".join(f"{k} {n}" for k, n in sorted(summary.technical_events.items())),
                       soft_wrap=True)
     if summary.skipped_windows:
-        console.print(f"Windows skipped (inference behind, samples all kept): {summary.skipped_windows}", soft_wrap=True)
+        console.print(f"Windows skipped (inference behind, samples all kept): {summary.skipped_windows}",
+                      soft_wrap=True)
     if summary.gap_samples:
         console.print(f"Samples missing (analysed as gaps, never zero-filled): {summary.gap_samples}")
     if summary.storage_failures or not summary.log_complete:

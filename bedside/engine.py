@@ -5,7 +5,9 @@ differs). Every hop (5 s by default, from the model bundle) the last 10 s window
 signal core (gap, lead-off, quality, heart rate) and the bundle; risks are smoothed; the alarm
 system decides; what the iteration produced is committed to SQLite in one transaction and only
 then announced to listeners. All windows that are due are scored in one inference call, so a fast
-replay batches and a live run scores each window as it completes, through the same lines.
+replay batches and a live run scores each window as it completes, through the same lines. A replay read
+as fast as it is taken scores each batch on a worker thread while the next is conditioned, results in
+window order; samples are conditioned once as they arrive where the rate allows (``EngineSettings``).
 
 API (what ``bedside.cli`` and the terminal UI use)::
 
@@ -250,7 +252,7 @@ class Engine(SessionMixin, LinkMixin, CommitMixin):
                     reason = "complete"
                     break
                 self._step(items)
-            self._step([], final=True)
+            self._step([], final=not self._stop.is_set())  # stopped: a batch in flight is dropped (never announced)
         except BaseException as exc:
             reason = self._without_path(f"error: {type(exc).__name__}: {exc}")[:300]
             raise
@@ -279,9 +281,7 @@ class Engine(SessionMixin, LinkMixin, CommitMixin):
                 self._link_event(item, pending)
             else:
                 self._ingest(item, pending)
-        if not self._commands.empty():
-            self._drain(pending)  # a command applies after every window analysed so far, as without overlap
-        self._apply_commands(pending)
+        self._apply_commands(pending)  # after the windows announced so far (not a batch in flight): as without overlap
         self._poll_condition_sources(pending)
         while self._analyse_due(pending):
             pass
@@ -381,7 +381,8 @@ class Engine(SessionMixin, LinkMixin, CommitMixin):
         else:  # scored on the worker while the engine conditions the next batch; one batch waits at most
             self._inflight.append((batch, self._executor.submit(self.analyser.infer, batch)))
             self._drain(pending, keep=1)
-        self.summary.signal_s = max(self.summary.signal_s, inputs[-1].start_s + self.analyser.window_s)
+        if warm:
+            self.summary.signal_s = max(self.summary.signal_s, warm[-1].start_s + self.analyser.window_s)
         return True
 
     def _due_inputs(self) -> list[WindowInput]:
@@ -433,6 +434,7 @@ class Engine(SessionMixin, LinkMixin, CommitMixin):
             pending.windows.append(w)
             self._changes(pending, w.index, self.alarms.on_window(w))
             self.summary.windows += 1
+            self.summary.signal_s = max(self.summary.signal_s, w.t_s)
             if w.scored:
                 self.summary.scored += 1
             else:

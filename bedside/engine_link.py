@@ -182,9 +182,9 @@ class LinkMixin:
 
     def _command_time(self) -> float:
         """Signal time of a command: now (live), or the end of the last analysed window (replay)."""
-        if self.source.realtime or self.analyser is None or self.next_window == 0:
+        if self.source.realtime or self.analyser is None or self._last_window() < 0:
             return self._now_s()
-        return (self._window_start(self.next_window - 1) - self.origin) / self.fs_hz + self.analyser.window_s
+        return (self._window_start(self._last_window()) - self.origin) / self.fs_hz + self.analyser.window_s
 
     def _apply_commands(self, pending: Pending) -> None:
         while True:

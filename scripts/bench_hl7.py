@@ -5,8 +5,10 @@ Baselines measured in the same run:
 - raw MLLP round trips (pre-framed messages, one connection, wait for each ACK, no SQLite), then the
   Sender draining an outbox of the same messages to the same local ACK server (asyncio, answers AA).
 Also the receiving side: CPU per message of every way the central could read a message (hl7apy strict,
-hl7apy tolerant without groups, hl7apy segment by segment, python-hl7 when installed, bedside.hl7.parsing,
-and a bare str.split as the floor), interleaved in one run.
+hl7apy tolerant without groups, hl7apy segment by segment, python-hl7's bare ``hl7.parse``,
+bedside.hl7.parsing (python-hl7 plus our checks), the hand-written ER7 reader it replaced (loaded from git
+commit ``HAND_READER_COMMIT``, skipped when git or the commit is missing), and a bare str.split as the
+floor), interleaved in one run.
 
     .venv/bin/python scripts/bench_hl7.py [--windows 600] [--messages 2000]
 """
@@ -15,15 +17,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import socket
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+import hl7
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -36,6 +42,8 @@ from bedside.store import Store  # noqa: E402
 from scripts.cpu_flags import cpu_line  # noqa: E402
 
 LABELS = ("edema", "pleural_effusion", "cardiomegaly")
+#: Last commit whose bedside/hl7/parsing.py split ER7 by hand (before python-hl7): the baseline.
+HAND_READER_COMMIT = "a9dbefd"
 
 
 def window(i: int) -> WindowResult:
@@ -119,16 +127,31 @@ def parse_options() -> dict[str, object]:
         "hl7apy strict: parse + validate + read (parse(strict=True))": lambda t: messages.parse(t, strict=True),
         "hl7apy tolerant, find_groups=False (OBX values only)": tolerant,
         "hl7apy parse_segments, tolerant (OBX values only)": segments,
-        "bedside.hl7.parsing: split + checks + report (parse())": messages.parse,
+        "bedside.hl7.parsing: python-hl7 + checks + report (parse())": messages.parse,
+        "python-hl7 hl7.parse (containers only, no checks)": hl7.parse,
         "floor: str.split of segments and fields only": lambda t: [x.split("|") for x in t.split("\r")],
     }
-    try:
-        import hl7  # python-hl7: not a dependency; measured when installed
-
-        options["python-hl7 hl7.parse (containers only, no checks)"] = hl7.parse
-    except ImportError:
-        pass
+    hand = hand_reader()
+    if hand is not None:
+        options[f"hand-written ER7 reader of {HAND_READER_COMMIT}: split + checks + report"] = hand
     return options
+
+
+def hand_reader() -> object | None:
+    """``parse_report`` of the hand-written reader (git show HAND_READER_COMMIT), or None without git."""
+    try:
+        source = subprocess.run(["git", "show", f"{HAND_READER_COMMIT}:bedside/hl7/parsing.py"], cwd=REPO,
+                                capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"(no hand-reader baseline: git show {HAND_READER_COMMIT} failed: {exc})")
+        return None
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(source)
+    spec = importlib.util.spec_from_file_location("hand_parsing", f.name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    os.unlink(f.name)
+    return module.parse_report
 
 
 def receiving_side(texts: list[str], rounds: int) -> None:
@@ -149,6 +172,12 @@ def receiving_side(texts: list[str], rounds: int) -> None:
     for name, values in cpu.items():
         m = statistics.median(values)
         print(f"  {name}: {m * 1e3:.3f} ms (strict / this: {strict / m:.{1 if strict / m < 10 else 0}f}x)")
+    ours = statistics.median(cpu["bedside.hl7.parsing: python-hl7 + checks + report (parse())"])
+    hand = [v for k, v in cpu.items() if k.startswith("hand-written")]
+    if hand:
+        ratio = ours / statistics.median(hand[0])
+        print(f"  bedside.hl7.parsing on python-hl7 / the hand reader: {ratio:.1f}x the CPU; "
+              f"one core reads {1 / ours:.0f} msg/s (32 beds send about 6.4 msg/s)")
 
 
 def main() -> None:

@@ -9,7 +9,9 @@ off (every window conditioned by ``condition()``, scored on the engine's thread)
 engine's cost per window is flat over a record (120 s chunks), so 24 h = 24 x the 1 h figure.
 
     .venv/bin/python scripts/bench_replay_sched.py [--hours 1] [--model linear|paper|paper-int8|PATH ...]
-        [--rounds 2] [--batches 8,16,32] [--intra-op 1,2]
+        [--rounds 2] [--batches 8,16,32] [--intra-op 1,2] [--configs ff16,tf16,ft16,tt16]
+
+A configuration ``<stream t/f><overlap t/f><max_batch>``: ``tf16`` = streaming on, overlap off, batches of 16.
 """
 
 from __future__ import annotations
@@ -38,10 +40,13 @@ def load() -> str:
 
 
 def set_intra_op(threads: int) -> None:
-    """onnxruntime intra-op threads of the sessions created from now on (bedside.bundle.SessionSettings)."""
-    import bedside.bundle as b
+    """onnxruntime intra-op threads of the replay sessions created from now on (bedside.replay's REPLAY_SESSION)."""
+    from dataclasses import replace
 
-    b._make_session.__defaults__ = (*b._make_session.__defaults__[:-1], b.SessionSettings(intra_op_threads=threads))
+    import bedside.bundle as b
+    import bedside.replay as r
+
+    r.REPLAY_SESSION = replace(b.REPLAY_SESSION, intra_op_threads=threads)
 
 
 def replay_once(record: Path, model: Path, stream: bool, overlap: bool, max_batch: int) -> dict:
@@ -70,12 +75,15 @@ def inference_only(model: Path, record: Path, max_batch: int, n_windows: int = 2
     from bedside.records import open_record
     from bedside.trust import TrustSettings
 
-    bundle = load_bundle(model, trust=TrustSettings(None, allow_unsigned=True))
+    import bedside.replay as r
+
+    bundle = load_bundle(model, trust=TrustSettings(None, allow_unsigned=True), session_settings=r.REPLAY_SESSION)
     rec = open_record(record, bundle.recipe)
     need, hop = input_samples_for_window(rec.fs_hz, bundle.recipe), int(5 * rec.fs_hz)
     x = np.stack([preprocess_window(rec.read(k * hop, k * hop + need), rec.fs_hz, bundle.recipe)
                   for k in range(max_batch)])
     bundle.predict(x)  # warm-up
+    assert bundle.session.get_session_options().intra_op_num_threads == r.REPLAY_SESSION.intra_op_threads
     t = time.perf_counter()
     for _ in range(n_windows // max_batch):
         bundle.predict(x)
@@ -89,6 +97,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batches", default="16", help="max_batch values tried with both on, e.g. 8,16,32")
     parser.add_argument("--intra-op", default="2", help="onnxruntime intra-op threads tried, e.g. 1,2")
+    parser.add_argument("--configs", default="", help="instead of the default set: e.g. ff16,tf16,ft16,tt16 "
+                                                      "(stream t/f, overlap t/f, max_batch); the first is the baseline")
     args = parser.parse_args()
     print(cpu_line(), flush=True)
     print(f"start: {load()}", flush=True)
@@ -101,6 +111,8 @@ def main() -> None:
             set_intra_op(threads)
             configs = [(False, False, 16), (True, False, 16), (False, True, 16)]
             configs += [(True, True, b) for b in batches]
+            if args.configs:
+                configs = [(c[0] == "t", c[1] == "t", int(c[2:])) for c in args.configs.split(",")]
             best: dict[tuple, dict] = {}
             replay_once(record, model, False, False, 16)  # warm-up: imports, detector, page cache (not counted)
             for r in range(args.rounds):
@@ -116,7 +128,8 @@ def main() -> None:
                   f"({ref['scored']} scored) of a {args.hours} h record, fastest of {args.rounds} rounds; {load()}")
             print("inference alone (Bundle.predict, same run): "
                   + ", ".join(f"batch {b}: {ms:.2f} ms/window" for b, ms in infer_ms.items()))
-            head = f"{'stream':>6} {'overlap':>7} {'batch':>5} {'wall s':>7} {'x real':>7} {'24 h s':>7} {'vs base':>7} {'CPU s':>6} | "
+            head = (f"{'stream':>6} {'overlap':>7} {'batch':>5} {'wall s':>7} {'x real':>7} {'24 h s':>7} "
+                    f"{'vs base':>7} {'CPU s':>6} | ")
             print(head + " ".join(f"{s[:10]:>10}" for s in (*ENGINE_STAGES, "inference", "infer_wait"))
                   + " | non-inference ms/window")
             for cfg, out in best.items():
@@ -128,7 +141,8 @@ def main() -> None:
                     cells.append(f"{1000 * tm.get(stage, 0.0) / n:5.2f} {100 * tm.get(stage, 0.0) / out['wall']:3.0f}%")
                 non_inf = 1000 * sum(tm.get(s, 0.0) for s in ENGINE_STAGES) / n
                 print(f"{cfg[0]!s:>6} {cfg[1]!s:>7} {cfg[2]:>5} {out['wall']:7.1f} {hours_s / out['wall']:7.0f} "
-                      f"{out['wall'] * 24 / args.hours:7.0f} {ref['wall'] / out['wall']:6.2f}x {out['cpu']:6.1f} | " + " ".join(cells)
+                      f"{out['wall'] * 24 / args.hours:7.0f} {ref['wall'] / out['wall']:6.2f}x {out['cpu']:6.1f} | "
+                      + " ".join(cells)
                       + f" | {non_inf:.2f}{same}")
             print("(stage cells: ms per window and share of the wall time; inference overlaps the engine's "
                   "stages when overlap=True, infer_wait is the engine waiting for it)", flush=True)

@@ -130,6 +130,10 @@ def test_live_reload_moves_a_new_alarm_to_the_top(ward) -> None:
                     break
             tile = list(app.query(BedTile))[0]
             assert tile.view.bed_id == "bed-06" and tile.view.hr_bpm == 38.0
+            # the tiles were re-used in the new order: each one's title must name the bed whose data it shows
+            tiles = list(app.query(BedTile))
+            assert [t.border_title for t in tiles] == [t.view.bed_id for t in tiles]
+            assert len({t.border_title for t in tiles}) == len(tiles)
             assert "HR LOW" in str(tile.alarm_line(36)) and "-high" in tile.classes
     import asyncio
 

@@ -8,6 +8,7 @@ import sqlite3
 
 import pytest
 
+from bedside.central.overview_data import read_history, read_overview
 from bedside.central.server import CentralSettings, load_bed_list
 from bedside.central.store import BED_SILENT, MESSAGES_MISSING, MESSAGES_MISSING_PRIORITY
 from bedside.hl7 import messages
@@ -175,6 +176,14 @@ def test_a_gap_in_a_beds_sequence_raises_messages_missing(tmp_path) -> None:
         assert _rows(db, "select message from active_alarms") == [
             ("5 messages of this session missing from bed bed-1 (last gap: MSH-13 15-17)",)]
         assert st.server.counters.missing == 5
+        conn = sqlite3.connect(db)
+        try:  # what the overview's tile and bed screen show
+            view = next(v for v in read_overview(conn) if v.bed_id == "bed-1")
+            history = read_history(conn, "bed-1")
+        finally:
+            conn.close()
+        assert (view.top.alarm, view.top.priority, view.top.marker) == (MESSAGES_MISSING, "low", "*")
+        assert [h.source for h in history if h.alarm == MESSAGES_MISSING] == ["central", "central"]
         send(*st.address, [_seq(observation("bed-1", 1, session=2), 19)])  # a new session starts complete
         assert _rows(db, "select * from active_alarms") == []
         send(*st.address, [_seq(observation("bed-1", 1, session=3), 1)])  # a new bed log: sequence restarts
@@ -202,3 +211,25 @@ def test_a_file_that_is_not_a_central_db_is_refused_unchanged(tmp_path) -> None:
         with pytest.raises(CentralStoreError, match=what):
             CentralStore(path)
         assert (path.read_bytes(), os.stat(path).st_mode) == before
+
+
+def test_a_bug_in_reading_answers_ae_and_keeps_serving(tmp_path, monkeypatch) -> None:
+    """An unexpected exception while reading (the central's fault, not the bed's) is answered AE, so the bed
+    keeps the message and sends it again; the connection and the server carry on."""
+    db = tmp_path / "central.db"
+    real_parse = messages.parse
+    calls = {"n": 0}
+
+    def flaky(text, strict=False):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("simulated reader bug")
+        return real_parse(text, strict=strict)
+
+    monkeypatch.setattr(messages, "parse", flaky)
+    with ServerThread(CentralSettings(db=str(db), port=0, beds=frozenset({"bed-1"}))) as st:
+        first = envelope(alarm("bed-1", 1))
+        acks = send(*st.address, [first, first])
+        assert [a[1] for a in acks] == ["AE", "AA"] and "internal error" in acks[0][2]
+        assert st.server.counters.errors == 1
+    assert _rows(db, "select count(*) from alarm_transitions") == [(1,)]

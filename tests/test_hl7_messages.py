@@ -3,6 +3,7 @@ and parses back to what the bed logged; round trips; refusals; MLLP framing."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import socket
 import sqlite3
@@ -230,6 +231,11 @@ def sample_alarm() -> Envelope:
     (lambda t: t.replace("68484^MDC_ATTR_ALARM_PRIORITY", "99999^SOMETHING_NEW", 1), "'99999' is not one this central"),
     (lambda t: re.sub(r"(\rOBX\|3\|[^\r]*?)\|F\|", r"\1|Q|", t, count=1), "result status \\(OBX-11\\) 'Q'"),
     (lambda t: t.replace(".000+0000", ".000+00:00", 1), "not an HL7 DTM"),
+    (lambda t: t.replace("|20270115080000.000", "|20271315080000.000", 1), "MSH-7|not a date and time"),
+    # python-hl7 would map these (\H\ -> "_") or drop them (an open "\0.5" -> ""): refused, never misread
+    (lambda t: t.replace("Edema risk", "Edema \\H\\risk", 1), "OBX-5 .*escape sequence other than"),
+    (lambda t: t.replace("|<0.5|", "|<0\\.5|", 1), "OBX-7 .*escape sequence other than"),
+    (lambda t: t.replace("|^^bed-1", "|^^bed-1\\X41\\", 1), "PV1-3.3 .*escape sequence other than"),
 ])
 def test_parse_refuses_what_is_not_a_bed_report(mutate, expect):
     text = build(sample_alarm())
@@ -237,6 +243,19 @@ def test_parse_refuses_what_is_not_a_bed_report(mutate, expect):
     assert bad != text, "the mutation did not apply"
     with pytest.raises(Hl7Error, match=expect):
         parse(bad)
+
+
+@pytest.mark.parametrize("text", ["a | b ^ c ~ d & e \\ f", "\\F\\ \\H\\ \\X41\\ \\.br\\ \\", "ends in \\"])
+def test_every_delimiter_and_backslash_in_a_text_comes_back_as_written(text):
+    """Our escaping (messages.escape) read back through python-hl7's unescape: escape-like text is kept."""
+    env = sample_alarm()
+    env = dataclasses.replace(env, report=dataclasses.replace(env.report, text=text, cause=text))
+    assert parse(build(env)).report.text == text and parse(build(env)).report.cause == text
+
+
+def test_segments_split_on_lf_or_crlf_as_on_cr():
+    text = build(sample_alarm())
+    assert parse(text.replace("\r", "\n")) == parse(text.replace("\r", "\r\n")) == parse(text)
 
 
 @pytest.mark.parametrize("mutate", [

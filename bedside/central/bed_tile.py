@@ -33,9 +33,11 @@ def age_text(age_s: float | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-def _frac(x: float) -> str:
-    """A 0-1 value in 3 cells: ``.71`` (``1.0`` for one)."""
-    return "1.0" if x >= 0.995 else f"{x:.2f}".lstrip("0") or ".00"
+def _frac(x: float, digits: int = 2) -> str:
+    """A 0-1 value in ``digits + 1`` cells: ``.71`` / ``.714`` (``1.0`` / ``1.00`` for one)."""
+    if x >= 1 - 0.5 * 10 ** -digits:
+        return f"{1:.{digits - 1}f}"
+    return f"{x:.{digits}f}".lstrip("0")
 
 
 class BedTile(Widget, can_focus=True):
@@ -64,8 +66,10 @@ class BedTile(Widget, can_focus=True):
         self.border_title = view.bed_id
 
     def show(self, view: BedView, now: float) -> None:
-        """New data: redraw (and recolour the border by the top alarm's priority)."""
+        """New data, possibly another bed's (tiles keep their places when the order changes): retitle,
+        redraw and recolour the border by the top alarm's priority."""
         self.view, self.now = view, now
+        self.border_title = view.bed_id
         top = view.top
         for p in ("high", "medium", "low"):
             self.set_class(top is not None and top.priority == p, f"-{p}")
@@ -121,10 +125,11 @@ class BedTile(Widget, can_focus=True):
             if risk is None:
                 out.append(" --     ", style("tile--dim"))
                 continue
-            above = thr is not None and risk > thr
+            above = thr is not None and risk >= thr
             cls = "tile--dim" if not v.validated.get(label, True) else "tile--above" if above else ""
-            thr_text = f"/{_frac(thr)}" if thr is not None else ""
-            out.append(f"{_frac(risk)}{thr_text}{'▲' if above else ' '}", style(cls) if cls else "")
+            # three decimals and an explicit mark from the exact values: .497<.50 never reads as "at threshold"
+            thr_text = f"{'≥' if above else '<'}{_frac(thr)}" if thr is not None else "   "
+            out.append(f"{_frac(risk, 3)}{thr_text}", style(cls) if cls else "")
         out.truncate(width)
         return out
 

@@ -14,8 +14,11 @@ Esc goes back, ``r`` reads the database now, Ctrl+Q quits.
 from __future__ import annotations
 
 import argparse
+import logging
 import sqlite3
+import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import tzinfo
 from pathlib import Path
@@ -183,10 +186,47 @@ class OverviewApp(App):
             self._read(bed_id)
 
 
+class _NotifyHandler(logging.Handler):
+    """While the overview owns the terminal, log warnings (the MLLP server's refusals, a bed's errors) become
+    notifications instead of text written under the screen; the last few are kept for stderr at exit."""
+
+    def __init__(self, app: App, keep: int = 20) -> None:
+        super().__init__(logging.WARNING)
+        self.app = app
+        self.kept: deque[str] = deque(maxlen=keep)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            first = (record.getMessage().splitlines() or [""])[0][:300]
+            self.kept.append(f"{record.levelname} {record.name}: {first}")
+            severity = "error" if record.levelno >= logging.ERROR else "warning"
+            self.app.notify(first, title=record.name, severity=severity, markup=False)  # thread-safe
+        except Exception:  # noqa: BLE001 - logging must never fail the caller
+            self.handleError(record)
+
+
 def run_overview(db: str | Path, tz: tzinfo | None = None) -> int:
-    """Run the overview in this terminal until Ctrl+Q; 0, or 1 when the app stopped on an error."""
+    """Run the overview in this terminal until Ctrl+Q; 0, or 1 when the app stopped on an error.
+
+    Log handlers writing to this terminal are set aside while the screen is up (their text would scramble
+    it); warnings are shown as notifications and the last ones are printed to stderr once the screen closed.
+    """
     app = OverviewApp(db, tz=tz)
-    app.run()
+    root = logging.getLogger()
+    on_terminal = [h for h in root.handlers if isinstance(h, logging.StreamHandler)
+                   and getattr(getattr(h, "stream", None), "isatty", lambda: False)()]
+    handler = _NotifyHandler(app)
+    for h in on_terminal:
+        root.removeHandler(h)
+    root.addHandler(handler)
+    try:
+        app.run()
+    finally:
+        root.removeHandler(handler)
+        for h in on_terminal:
+            root.addHandler(h)
+    for line in handler.kept:
+        print(f"bedside central: {line}", file=sys.stderr)
     return app.return_code or 0
 
 

@@ -258,8 +258,9 @@ class CentralStore:
             self.db.execute("update beds set seq_restarts = seq_restarts + 1 where bed_id = ?", [bed_id])
             return
         first, end = last + 1, bed_seq - 1
-        self.db.execute("update beds set missing_messages = missing_messages + ?, session_missing = session_missing + ? "
-                        "where bed_id = ?", [end - first + 1, end - first + 1, bed_id])
+        n = end - first + 1
+        self.db.execute("update beds set missing_messages = missing_messages + ?, "
+                        "session_missing = session_missing + ? where bed_id = ?", [n, n, bed_id])
         total = self.db.execute("select session_missing from beds where bed_id = ?", [bed_id]).fetchone()[0]
         old = self.db.execute("select raised_wall from active_alarms where bed_id = ? and alarm = ?",
                               [bed_id, MESSAGES_MISSING]).fetchone()

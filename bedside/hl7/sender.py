@@ -7,6 +7,10 @@ after an exponential backoff (``backoff_s`` doubling up to ``max_backoff_s``), s
 outbox order per bed whatever restarts on either side. A crash between the central's AA and the
 delete sends that message again with the same MSH-10: the central drops the duplicate.
 
+With ``SenderSettings.tls`` it connects with TLS 1.2+: it presents the bed's certificate and verifies
+the central's against the given CA only, and its host name; a central it cannot verify is never sent
+anything (the failed handshake counts as a failed attempt: the message stays, retried with backoff).
+
 :meth:`Sender.condition` is an engine condition source (``Engine.add_condition_source``) for the
 technical alarm ``central_unreachable``: present while no message has been accepted for
 ``unreachable_after_s`` with messages waiting, or while the backlog is at or over the outbox's
