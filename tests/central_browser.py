@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import re
+import signal
 import shutil
 import subprocess
 import tempfile
@@ -52,11 +54,13 @@ class Browser:
 
     async def __aenter__(self) -> "Browser":
         assert CHROMIUM is not None
-        self._profile = tempfile.TemporaryDirectory()
+        # chromium's helper processes (crashpad, renderers) write to the profile after the browser dies:
+        # its own session, killed as a group; leftovers of a dying helper do not fail the test
+        self._profile = tempfile.TemporaryDirectory(ignore_cleanup_errors=True)
         self.proc = subprocess.Popen(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-port=0",
              f"--user-data-dir={self._profile.name}", f"--window-size={self.size[0]},{self.size[1]}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
         url = await asyncio.wait_for(asyncio.to_thread(self._devtools_url), 60)
         port = url.split(":")[2].split("/")[0]
         self.http = aiohttp.ClientSession()
@@ -77,7 +81,10 @@ class Browser:
     async def __aexit__(self, *exc: object) -> None:
         await self.ws.close()
         await self.http.close()
-        self.proc.kill()
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.proc.wait(10)
         self._profile.cleanup()
 
