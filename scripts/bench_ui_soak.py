@@ -95,8 +95,12 @@ class Sampler:
 def build(record: str, model: str, db: str, speed: float | None = None):
     from bedside.replay import ReplayOptions, build_replay_engine
 
+    from bedside.trust import TrustSettings
+
+    trust_dir = os.environ.get("BEDSIDE_TRUST_DIR")  # the parent trusts its test bundle's key only here
+    trust = TrustSettings(Path(trust_dir)) if trust_dir else None
     return build_replay_engine(ReplayOptions(record=record, model=model, db=db, speed=speed, bed_id="soak",
-                                             resume=False))
+                                             resume=False, trust=trust))
 
 
 def phase_realtime(record: str, model: str, db: str, seconds: float, ui: bool) -> dict:
