@@ -99,6 +99,21 @@ class OutboxWriter(Protocol):
     def close(self) -> None: ...
 
 
+@contextlib.contextmanager
+def write_transaction(db: Database) -> Iterator[None]:
+    """One write transaction that takes the write lock first (BEGIN IMMEDIATE), so it waits for another
+    writer (busy_timeout) instead of failing at once when its read snapshot went stale; rolled back on
+    any exception. Used by the bed's log and by central.db."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if db.conn.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 @dataclass(frozen=True)
 class TechnicalEvent:
     """Something about the equipment worth keeping (device gaps, resyncs, reconnects, engine events)."""
@@ -224,18 +239,9 @@ class Store:
                     raise
                 time.sleep(0.05)
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One write transaction that takes the write lock first (BEGIN IMMEDIATE), so it waits for
-        another writer (busy_timeout) instead of failing at once when its read snapshot went stale."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            if self.db.conn.in_transaction:
-                self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """One write transaction (:func:`write_transaction`)."""
+        return write_transaction(self.db)
 
     def close(self) -> None:
         if self.outbox is not None:

@@ -5,16 +5,14 @@ The real engine's path (alarm raised, acknowledged and logged) is in ``test_ui_e
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
-from datetime import timezone
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import ui_scenes as scenes
+from ui_pilot import make_app, sync
 from bedside.events import AlarmKind, AlarmState, Samples
 from bedside.ui.alarm_banner import AlarmBanner
 from bedside.ui.alarm_list import AlarmList
@@ -29,22 +27,6 @@ from bedside.ui.waveform import WaveformPanel
 
 pytestmark = pytest.mark.skipif(not (scenes.RECORD.parent / "s0010_re.hea").is_file(),
                                 reason=f"real recording not found at {scenes.RECORD} (see ../shared/data/README.md)")
-
-
-def sync(test):
-    """Run an async Pilot test with asyncio.run (no async pytest plugin is needed)."""
-    @functools.wraps(test)
-    def wrapper(*args, **kwargs):
-        return asyncio.run(test(*args, **kwargs))
-    return wrapper
-
-
-def make_app(**kw) -> tuple[MonitorApp, dict[str, float]]:
-    wall = {"now": scenes.FROZEN_NOW - 4.0}
-    kw.setdefault("fps", 0)
-    app = MonitorApp(kw.pop("factory", None), bed_id=scenes.BED, user="nurse.kim", tz=timezone.utc,
-                     labels=scenes.LABELS, thresholds=scenes.THRESHOLDS, min_sqi=scenes.MIN_SQI, clock=lambda: wall["now"], **kw)
-    return app, wall
 
 
 async def feed(app: MonitorApp, pilot, events) -> None:

@@ -8,7 +8,6 @@ before the screen changes.
 from __future__ import annotations
 
 import asyncio
-import functools
 from pathlib import Path
 
 import numpy as np
@@ -22,19 +21,12 @@ from bedside.ui.alarm_list import AlarmList
 from bedside.ui.app import MonitorApp
 from bedside.ui.waveform import WaveformPanel
 from bundles import LABELS, make_bundle
+from ui_pilot import sync
 
 RECORDS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "records"
 pytestmark = pytest.mark.skipif(not (RECORDS / "s0010_re.hea").is_file(),
                                 reason=f"real recordings not found at {RECORDS} (see ../shared/data/README.md)")
 USER = "rn.lee"
-
-
-def sync(test):
-    """Run an async Pilot test with asyncio.run (no async pytest plugin is needed)."""
-    @functools.wraps(test)
-    def wrapper(*args, **kwargs):
-        return asyncio.run(test(*args, **kwargs))
-    return wrapper
 
 
 async def until(pilot, condition, timeout_s: float = 30.0, what: str = "") -> None:

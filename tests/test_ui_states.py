@@ -5,16 +5,14 @@ lead off on a lead not drawn, risks near their threshold, fixed gain, HR limits 
 
 from __future__ import annotations
 
-import asyncio
-import functools
 from dataclasses import fields
-from datetime import timezone
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import ui_scenes as scenes
+from ui_pilot import make_app as pilot_app, sync
 from bedside.alarm_config import AlarmConfigError, load_alarm_config
 from bedside.events import AlarmChange, AlarmKind, AlarmState
 from bedside.ui.alarm_banner import AlarmBanner
@@ -32,23 +30,11 @@ pytestmark = pytest.mark.skipif(not (scenes.RECORD.parent / "s0010_re.hea").is_f
                                 reason=f"real recording not found at {scenes.RECORD} (see ../shared/data/README.md)")
 
 
-def sync(test):
-    """Run an async Pilot test with asyncio.run (no async pytest plugin is needed)."""
-    @functools.wraps(test)
-    def wrapper(*args, **kwargs):
-        return asyncio.run(test(*args, **kwargs))
-    return wrapper
-
-
 def make_app(**kw) -> tuple[MonitorApp, dict[str, float]]:
-    wall = {"now": scenes.FROZEN_NOW - 4.0}
-    kw.setdefault("fps", 0)
-    kw.setdefault("thresholds", scenes.THRESHOLDS)
+    """``ui_pilot.make_app`` with audio on and the packaged alarm settings (HR limits, action texts)."""
     kw.setdefault("audio", True)
-    app = MonitorApp(kw.pop("factory", None), bed_id=scenes.BED, user="nurse.kim", tz=timezone.utc,
-                     labels=scenes.LABELS, min_sqi=scenes.MIN_SQI, clock=lambda: wall["now"],
-                     alarm_config=load_alarm_config(), **kw)
-    return app, wall
+    kw.setdefault("alarm_config", load_alarm_config())
+    return pilot_app(**kw)
 
 
 async def feed(app: MonitorApp, pilot, events=()) -> None:

@@ -25,7 +25,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from sqlite_utils import Database, Migrations
 
 from bedside.errors import BedsideError
 from bedside.hl7.model import AlarmReport, Envelope, ObservationReport
-from bedside.store import BUSY_TIMEOUT_S, SQLITE_MAGIC, create_private_file, readonly_uri, utc
+from bedside.store import BUSY_TIMEOUT_S, SQLITE_MAGIC, create_private_file, readonly_uri, utc, write_transaction
 
 MIGRATIONS = Migrations("central")
 
@@ -178,16 +178,9 @@ class CentralStore:
                                     "is writable and the file is a central.db (not a bed's log); or pass another "
                                     "--db.") from exc
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            if self.db.conn.in_transaction:
-                self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """One write transaction (``bedside.store.write_transaction``: BEGIN IMMEDIATE, rolled back on error)."""
+        return write_transaction(self.db)
 
     def close(self) -> None:
         self.db.close()
