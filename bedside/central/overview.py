@@ -28,6 +28,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, VerticalScroll
+from textual.css.query import NoMatches
 from textual.widgets import Footer, Static
 
 from bedside.central.bed_screen import BedScreen
@@ -108,15 +109,19 @@ class OverviewApp(App):
 
     def _fail(self, message: str) -> None:
         self.error = message
-        self._summary()
+        if self.query("#summary"):  # not while the app is closing
+            self._summary()
 
     def apply(self, views: list[BedView], now: float, history: list[HistoryRow] | None = None,
               bed_id: str | None = None) -> None:
         """Show new data: the tiles keep their places and show the beds in the new order; the focus follows
         its bed."""
+        try:
+            grid = self.query_one("#tiles", Grid)
+        except NoMatches:  # a read that finished while the app was closing (its widgets already removed)
+            return
         focused = self.focused.view.bed_id if isinstance(self.focused, BedTile) else None
         self.views, self.now, self.error = views, now, ""
-        grid = self.query_one("#tiles", Grid)
         tiles = list(grid.query(BedTile))
         for tile, view in zip(tiles, views):
             tile.show(view, now)
