@@ -150,6 +150,13 @@ def _attach_audio(engine: Any, enabled: bool) -> Any:
     return annunciator
 
 
+#: ``--hl7`` of ``replay`` and ``monitor``.
+_hl7_option = click.option(
+    "--hl7", "hl7", envvar="BEDSIDE_HL7", default=None, metavar="HOST:PORT", callback=hl7_callback,
+    help="Send HL7 v2.6 (IHE PCD-01 observations, PCD-04 alarms) to the central station through the "
+         "log's outbox; docs/hl7.md [env BEDSIDE_HL7].")
+
+
 @main.command()
 @click.argument("record", type=click.Path(path_type=str))
 @click.option("--model", envvar="BEDSIDE_MODEL", type=click.Path(dir_okay=False), metavar="BUNDLE",
@@ -166,9 +173,7 @@ def _attach_audio(engine: Any, enabled: bool) -> Any:
 @click.option("--alarms", envvar="BEDSIDE_ALARMS", type=click.Path(exists=True, dir_okay=False),
               help="Alarm settings TOML [default: the built-in bedside/alarms.toml].")
 @click.option("--new-session", is_flag=True, help="Do not resume an interrupted replay of this record.")
-@click.option("--hl7", "hl7", envvar="BEDSIDE_HL7", default=None, metavar="HOST:PORT", callback=hl7_callback,
-              help="Send HL7 v2.6 (IHE PCD-01 observations, PCD-04 alarms) to the central station through the "
-                   "log's outbox; docs/hl7.md [env BEDSIDE_HL7].")
+@_hl7_option
 @click.option("--audio/--no-audio", default=False, show_default=True, help="Sound alarms.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the summary, not each transition.")
 @click.option("--ui", is_flag=True, help="Show the terminal monitor (bedside.ui).")
@@ -208,8 +213,9 @@ def replay(record: str, model: str | None, fast: bool, speed: float | None, db: 
         raise _fail(exc) from exc
     err = Console(stderr=True)
     console = Console()
-    if unsigned_warning(engine.bundle):
-        click.echo(unsigned_warning(engine.bundle), err=True)
+    unsigned = unsigned_warning(engine.bundle)
+    if unsigned:
+        click.echo(unsigned, err=True)
     if not quiet:
         engine.subscribe(TransitionPrinter())
     annunciator = _attach_audio(engine, audio)
@@ -226,10 +232,11 @@ def replay(record: str, model: str | None, fast: bool, speed: float | None, db: 
     print_summary(summary, console, f"Replay of {engine.source.description}: {record_s:.0f} s at "
                                     f"{engine.source.fs_hz:g} Hz, model {engine.bundle.version}, hop {engine.hop_s:g} s",
                   engine.bundle.unvalidated_labels)
-    if unsigned_warning(engine.bundle):
-        console.print(unsigned_warning(engine.bundle), markup=False, soft_wrap=True)
-    if lost_writes_message(summary):
-        raise click.ClickException(lost_writes_message(summary))
+    if unsigned:
+        console.print(unsigned, markup=False, soft_wrap=True)
+    lost = lost_writes_message(summary)
+    if lost:
+        raise click.ClickException(lost)
 
 
 class _Progress:
@@ -280,9 +287,7 @@ class _Progress:
 @click.option("--alarms", envvar="BEDSIDE_ALARMS", type=click.Path(exists=True, dir_okay=False),
               help="Alarm settings TOML [default: the built-in bedside/alarms.toml].")
 @click.option("--hop", "hop_s", type=FiniteFloat(min=0.1, max=3600), help="Seconds between windows.")
-@click.option("--hl7", "hl7", envvar="BEDSIDE_HL7", default=None, metavar="HOST:PORT", callback=hl7_callback,
-              help="Send HL7 v2.6 (IHE PCD-01 observations, PCD-04 alarms) to the central station through the "
-                   "log's outbox; docs/hl7.md [env BEDSIDE_HL7].")
+@_hl7_option
 @click.option("--trt-cache", "trt_cache_dir", envvar="CACHE_DIRECTORY", default=None,
               help="TensorRT engine cache [default: $CACHE_DIRECTORY under systemd].")
 @click.option("--duration", type=FiniteFloat(min=0, max=10 * 365 * 86400, min_open=True), default=None, metavar="S",
@@ -325,8 +330,9 @@ def monitor(port: str, protocol: str, model: str | None, db: str | None, bed_id:
         engine = build_monitor_engine(opts)
     except (BedsideError, ValueError) as exc:
         raise _fail(exc) from exc
-    if unsigned_warning(engine.bundle):
-        click.echo(unsigned_warning(engine.bundle), err=True)
+    unsigned = unsigned_warning(engine.bundle)
+    if unsigned:
+        click.echo(unsigned, err=True)
     if not quiet:
         engine.subscribe(TransitionPrinter())
     annunciator = _attach_audio(engine, audio)
@@ -348,10 +354,11 @@ def monitor(port: str, protocol: str, model: str | None, db: str | None, bed_id:
             timer.cancel()
     print_summary(summary, Console(), f"Monitor on {port} ({protocol}), bed {bed_id}",
                   engine.bundle.unvalidated_labels if engine.bundle is not None else ())
-    if unsigned_warning(engine.bundle):
-        Console().print(unsigned_warning(engine.bundle), markup=False, soft_wrap=True)
-    if lost_writes_message(summary):
-        raise click.ClickException(lost_writes_message(summary))
+    if unsigned:
+        Console().print(unsigned, markup=False, soft_wrap=True)
+    lost = lost_writes_message(summary)
+    if lost:
+        raise click.ClickException(lost)
 
 
 #: Latest time --since accepts as UNIX seconds (year 9999, the last datetime can show).

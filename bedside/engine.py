@@ -268,6 +268,7 @@ class Engine(SessionMixin, LinkMixin, CommitMixin):
             self.summary.timings = self.timings.as_dict()
         return self.summary
 
+    # -- one iteration -----------------------------------------------------------------------------
 
     def _overlaps(self) -> bool:
         """Inference on a worker thread: only a replay read as fast as it is taken (see EngineSettings)."""

@@ -112,5 +112,3 @@ class SessionMixin:
         self.summary.unsaved_transitions = len(self._backlog.changes)
         self._link = "ended"
         self._publish(self._status())
-
-    # -- one iteration -----------------------------------------------------------------------------

@@ -27,12 +27,11 @@ import json
 import os
 import sqlite3
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from bedside.hl7 import codes
-from bedside.store import StoreError, query_transitions, readonly_uri
+from bedside.store import StoreError, query_transitions, readonly_uri, utc
 
 #: FHIR system URIs.
 MDC_SYSTEM = "urn:iso:std:iso:11073:10101"
@@ -45,10 +44,6 @@ EXT = "urn:cromotex:fhir:extension:alarm-"  # + state, previous-state, cause, ki
 #: IEC 60601-1-8 priority -> Communication.priority (request-priority value set).
 COMMUNICATION_PRIORITY = {"high": "stat", "medium": "asap", "low": "routine"}
 _NS = uuid.UUID("5f0e2c55-8a8b-4f53-9a3e-2f1b1fd3f0a1")  # namespace of the Bundle's urn:uuid full URLs
-
-
-def _fhir_time(wall_time: float) -> str:
-    return datetime.fromtimestamp(wall_time, timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _urn(*parts: object) -> str:
@@ -73,7 +68,7 @@ def heart_rate_observation(w: dict[str, Any], device: str) -> dict[str, Any]:
                                       "code": "vital-signs"}]}],
             "code": {"coding": [_coding(codes.HEART_RATE),
                                 {"system": LOINC_SYSTEM, "code": "8867-4", "display": "Heart rate"}]},
-            "effectiveDateTime": _fhir_time(w["wall_time"]), "device": {"reference": device},
+            "effectiveDateTime": utc(w["wall_time"]), "device": {"reference": device},
             "valueQuantity": {"value": round(w["hr_bpm"], 2), "unit": "/min", "system": UCUM_SYSTEM, "code": "/min"}}
 
 
@@ -93,7 +88,7 @@ def risk_observation(w: dict[str, Any], labels: list[str], device: str) -> dict[
         components.append(comp)
     return {"resourceType": "Observation", "status": "final",
             "code": {"coding": [_coding(codes.ANALYSIS)], "text": "ECG risk panel (smoothed risks)"},
-            "effectiveDateTime": _fhir_time(w["wall_time"]), "device": {"reference": device},
+            "effectiveDateTime": utc(w["wall_time"]), "device": {"reference": device},
             "component": components}
 
 
@@ -163,7 +158,7 @@ def build_bundle(transitions: list[dict[str, Any]], windows: list[dict[str, Any]
                         "resource": alarm_communication(t, _urn("device", t["bed_id"]))})
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "collection", "entry": entries}
     if now is not None:
-        bundle["timestamp"] = _fhir_time(now)
+        bundle["timestamp"] = utc(now)
     return bundle
 
 

@@ -157,6 +157,16 @@ def create_private_file(path: Path) -> None:
         os.chmod(path, 0o600)
 
 
+def sqlite_table_names(path: Path) -> set[str]:
+    """The table names of the SQLite file ``path``, read through an ``immutable`` connection (no lock, no
+    -wal/-shm file); raises :class:`sqlite3.Error` when it cannot be read."""
+    conn = sqlite3.connect(_uri(path, mode="ro", immutable="1"), uri=True)
+    try:
+        return {r[0] for r in conn.execute("select name from sqlite_master where type = 'table'")}
+    finally:
+        conn.close()
+
+
 def check_log_path(path: Path) -> bool:
     """True if ``path`` is a bedside log, False if it does not exist yet (or is an empty file).
 
@@ -184,11 +194,7 @@ def check_log_path(path: Path) -> bool:
     if head != SQLITE_MAGIC:
         raise StoreError(f"{path}: is not an SQLite database (another kind of file); nothing was changed. {fix}")
     try:
-        conn = sqlite3.connect(_uri(path, mode="ro", immutable="1"), uri=True)
-        try:
-            tables = {r[0] for r in conn.execute("select name from sqlite_master where type = 'table'")}
-        finally:
-            conn.close()
+        tables = sqlite_table_names(path)
     except sqlite3.Error as exc:
         raise StoreError(f"{path}: is not a readable SQLite database ({exc}); nothing was changed. {fix}") from exc
     if tables and not BEDSIDE_TABLES <= tables:

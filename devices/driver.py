@@ -64,6 +64,11 @@ def resolve_url(url: str) -> str:
     return os.path.realpath(url)
 
 
+def _read_timeout(port: serial.SerialBase) -> float | None:
+    """Block in read() where stop() can cancel it (cancel_read); poll where it cannot (sockets)."""
+    return None if hasattr(port, "cancel_read") else POLL_TIMEOUT_S
+
+
 class _Link(serial.threaded.Protocol):
     """The pyserial Protocol of one connection: bytes -> parser -> sequencer -> callbacks.
 
@@ -208,14 +213,7 @@ class Driver:
             with contextlib.suppress(Exception):  # best effort: the port may be gone already
                 if reader.alive and link is not None and (link.writable or link.proven):
                     reader.write(self._spec.stop_command)
-            reader.alive = False
-            with contextlib.suppress(Exception):  # the reader may have closed the port itself
-                if hasattr(reader.serial, "cancel_read"):
-                    reader.serial.cancel_read()
-            if reader is not threading.current_thread():
-                reader.join(2.0)
-            with contextlib.suppress(Exception):
-                reader.serial.close()
+            self._close_reader(reader)  # the reader may have closed the port itself: best effort
             if link is not None and not link.proven:  # listening on a plain name: leave its tty as it was
                 restore_tty(self._port_path or self.url, link.tty)
 
@@ -248,7 +246,7 @@ class Driver:
         saved = None if writable else tty_settings(target)
         try:
             port = serial.serial_for_url(target, baudrate=self.baudrate, do_not_open=True)
-            port.timeout = None if hasattr(port, "cancel_read") else POLL_TIMEOUT_S
+            port.timeout = _read_timeout(port)
             if isinstance(port, serial.Serial):
                 port.exclusive = True  # a second program reading the same tty would steal bytes
             port.open()
@@ -266,7 +264,7 @@ class Driver:
                 self._close_unused(port, target, saved)
                 return f"cannot identify the board on {where}: {exc}"
             self._count_unused(len(seen))
-            port.timeout = None if hasattr(port, "cancel_read") else POLL_TIMEOUT_S
+            port.timeout = _read_timeout(port)
             identity = replace(identity, board_serial=board_serial, asked=True)
             mismatch = identity.mismatch(self._identity) if self._identity is not None else None
         if mismatch is not None:

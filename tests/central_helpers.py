@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import ssl
 import threading
 import time
@@ -38,6 +39,15 @@ def observation(bed: str, index: int, *, hr: float | None = 72.0, risks: dict[st
 
 _counter = iter(range(1, 10**9))
 _bed_seq: dict[str, int] = {}
+
+
+def rows(db: Any, sql: str, *args: Any) -> list[tuple]:
+    """The rows of one query on the SQLite file ``db`` (a fresh connection, closed after)."""
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
 
 
 def envelope(report: Any, control_id: str | None = None) -> Envelope:

@@ -128,3 +128,8 @@ class FeedSource:
             self._ended = True
             items.pop()
         return items
+
+
+def write_step_record(folder: Path) -> Path:
+    """3 minutes at 500 Hz written under ``folder``; lead I inverted (the edema 'risk') from 60 s to 120 s."""
+    return write_record(folder, "step", flip_lead_i(synthetic_ecg(180, 500.0, seed=5), 500.0, [(60, 120)]), 500.0)

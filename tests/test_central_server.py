@@ -13,15 +13,7 @@ from bedside.central.server import CentralSettings, load_bed_list
 from bedside.central.store import BED_SILENT, MESSAGES_MISSING, MESSAGES_MISSING_PRIORITY
 from bedside.hl7 import messages
 from bedside.hl7.model import Envelope
-from central_helpers import ServerThread, alarm, envelope, make_pki, observation, send
-
-
-def _rows(db, sql: str, *args) -> list[tuple]:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
+from central_helpers import ServerThread, alarm, envelope, make_pki, observation, rows, send
 
 
 @pytest.mark.parametrize("strict", [False, True])
@@ -34,9 +26,9 @@ def test_accepts_stores_once_and_acks_a_duplicate_again(tmp_path, strict) -> Non
         assert [a[1] for a in acks] == ["AA", "AA", "AA"]
         assert acks[0][0] == acks[2][0] == first.control_id
         assert st.server.counters.stored == 2 and st.server.counters.duplicates == 1
-    assert _rows(db, "select control_id, alarm, state from alarm_transitions") == [(first.control_id, "edema", "active")]
-    assert _rows(db, "select hr_bpm, link from beds where bed_id = 'bed-1'") == [(88.0, "disconnected")]
-    assert _rows(db, "select alarm, state, priority from active_alarms") == [("edema", "active", "high")]
+    assert rows(db, "select control_id, alarm, state from alarm_transitions") == [(first.control_id, "edema", "active")]
+    assert rows(db, "select hr_bpm, link from beds where bed_id = 'bed-1'") == [(88.0, "disconnected")]
+    assert rows(db, "select alarm, state, priority from active_alarms") == [("edema", "active", "high")]
 
 
 def test_active_alarms_follow_the_transitions(tmp_path) -> None:
@@ -47,10 +39,10 @@ def test_active_alarms_follow_the_transitions(tmp_path) -> None:
                            envelope(alarm("bed-1", 3, alarm_name="lead_off", kind="technical", priority="medium")),
                            envelope(alarm("bed-1", 4, alarm_name="lead_off", kind="technical", priority="medium",
                                           state="cleared", previous="active"))])
-        assert _rows(db, "select alarm, state, raised_wall from active_alarms") == [("edema", "ACKNOWLEDGED", 1_760_000_001.0)]
+        assert rows(db, "select alarm, state, raised_wall from active_alarms") == [("edema", "ACKNOWLEDGED", 1_760_000_001.0)]
         send(*st.address, [envelope(alarm("bed-1", 1, alarm_name="hr_high", session=2))])  # a new session
-    assert _rows(db, "select alarm, session_id from active_alarms") == [("hr_high", 2)]
-    assert len(_rows(db, "select * from alarm_transitions")) == 5
+    assert rows(db, "select alarm, session_id from active_alarms") == [("hr_high", 2)]
+    assert len(rows(db, "select * from alarm_transitions")) == 5
 
 
 def test_unknown_bed_and_malformed_messages_are_refused_with_a_reason(tmp_path) -> None:
@@ -65,16 +57,16 @@ def test_unknown_bed_and_malformed_messages_are_refused_with_a_reason(tmp_path) 
         assert "this connection carries bed 'bed-1'" in acks[1][2]
         assert send(*st.address, [], raw=b"GET / HTTP/1.0\r\n\r\n") == []  # garbage: logged, connection closed
         assert st.wait_for(lambda: st.server.counters.rejected == 4)
-    reasons = [r[0] for r in _rows(db, "select reason from rejects order by id")]
+    reasons = [r[0] for r in rows(db, "select reason from rejects order by id")]
     assert len(reasons) == 4 and "MLLP framing" in reasons[3]
-    assert _rows(db, "select count(*) from alarm_transitions") == [(1,)]
+    assert rows(db, "select count(*) from alarm_transitions") == [(1,)]
 
 
 def test_first_contact_registration_when_enabled(tmp_path) -> None:
     db = tmp_path / "central.db"
     with ServerThread(CentralSettings(db=str(db), port=0, register_on_contact=True)) as st:
         assert send(*st.address, [envelope(alarm("bed-7", 1))])[0][1] == "AA"
-    assert _rows(db, "select registered from beds where bed_id = 'bed-7'") == [("first-contact",)]
+    assert rows(db, "select registered from beds where bed_id = 'bed-7'") == [("first-contact",)]
     with ServerThread(CentralSettings(db=str(db), port=0)) as st:  # remembered after a restart
         assert send(*st.address, [envelope(alarm("bed-7", 2))])[0][1] == "AA"
 
@@ -82,10 +74,10 @@ def test_first_contact_registration_when_enabled(tmp_path) -> None:
 def test_a_silent_bed_raises_a_technical_alarm_that_its_next_message_clears(tmp_path) -> None:
     db = tmp_path / "central.db"
     with ServerThread(CentralSettings(db=str(db), port=0, beds=frozenset({"bed-1", "bed-2"}), silent_s=0.4)) as st:
-        assert st.wait_for(lambda: len(_rows(db, "select * from active_alarms where alarm = ?", BED_SILENT)) == 2)
+        assert st.wait_for(lambda: len(rows(db, "select * from active_alarms where alarm = ?", BED_SILENT)) == 2)
         send(*st.address, [envelope(observation("bed-1", 1))])
-        assert _rows(db, "select bed_id from active_alarms") == [("bed-2",)]
-    log = _rows(db, "select bed_id, state from central_alarms order by id")
+        assert rows(db, "select bed_id from active_alarms") == [("bed-2",)]
+    log = rows(db, "select bed_id, state from central_alarms order by id")
     assert ("bed-1", "active") in log and ("bed-1", "cleared") in log and ("bed-2", "cleared") not in log
 
 
@@ -133,7 +125,7 @@ def test_tls_binds_the_bed_to_its_certificate(tmp_path, pki) -> None:
         assert spoof[0][1] == "AR" and "certificate is for bed 'bed-2'" in spoof[0][2]
         assert _no_ack(st, envelope(alarm("bed-1", 3)), ssl_ctx=_client_ctx(pki, None))  # no client certificate
         assert _no_ack(st, envelope(alarm("bed-1", 4)))  # plain TCP to a TLS port
-    assert _rows(db, "select seq from alarm_transitions") == [(1,)]
+    assert rows(db, "select seq from alarm_transitions") == [(1,)]
 
 
 def test_malformed_messages_are_refused_by_the_light_reader(tmp_path) -> None:
@@ -153,8 +145,8 @@ def test_malformed_messages_are_refused_by_the_light_reader(tmp_path) -> None:
             (ack,) = send(*st.address, [text])
             assert ack[1] == "AR" and reason in ack[2], (reason, ack)
         assert send(*st.address, [good])[0][1] == "AA"
-    assert len(_rows(db, "select reason from rejects")) == len(bad)
-    assert _rows(db, "select count(*) from alarm_transitions") == [(1,)]
+    assert len(rows(db, "select reason from rejects")) == len(bad)
+    assert rows(db, "select count(*) from alarm_transitions") == [(1,)]
 
 
 def _seq(report, seq: int):
@@ -169,11 +161,11 @@ def test_a_gap_in_a_beds_sequence_raises_messages_missing(tmp_path) -> None:
                                   _seq(observation("bed-1", 5), 14)])  # 12 and 13 never arrived
         assert [a[1] for a in acks] == ["AA"] * 4
         assert send(*st.address, [_seq(observation("bed-2", 1), 1), _seq(observation("bed-2", 2), 2)])[1][1] == "AA"
-        assert _rows(db, "select bed_id, priority, source, message from active_alarms") == [
+        assert rows(db, "select bed_id, priority, source, message from active_alarms") == [
             ("bed-1", MESSAGES_MISSING_PRIORITY, "central",
              "2 messages of this session missing from bed bed-1 (last gap: MSH-13 12-13)")]
         send(*st.address, [_seq(observation("bed-1", 9), 18)])  # three more
-        assert _rows(db, "select message from active_alarms") == [
+        assert rows(db, "select message from active_alarms") == [
             ("5 messages of this session missing from bed bed-1 (last gap: MSH-13 15-17)",)]
         assert st.server.counters.missing == 5
         conn = sqlite3.connect(db)
@@ -185,12 +177,12 @@ def test_a_gap_in_a_beds_sequence_raises_messages_missing(tmp_path) -> None:
         assert (view.top.alarm, view.top.priority, view.top.marker) == (MESSAGES_MISSING, "low", "*")
         assert [h.source for h in history if h.alarm == MESSAGES_MISSING] == ["central", "central"]
         send(*st.address, [_seq(observation("bed-1", 1, session=2), 19)])  # a new session starts complete
-        assert _rows(db, "select * from active_alarms") == []
+        assert rows(db, "select * from active_alarms") == []
         send(*st.address, [_seq(observation("bed-1", 1, session=3), 1)])  # a new bed log: sequence restarts
-        assert _rows(db, "select * from active_alarms") == []
-    assert _rows(db, "select bed_id, missing_messages, seq_restarts from beds order by bed_id") == [
+        assert rows(db, "select * from active_alarms") == []
+    assert rows(db, "select bed_id, missing_messages, seq_restarts from beds order by bed_id") == [
         ("bed-1", 5, 1), ("bed-2", 0, 0)]
-    assert _rows(db, "select alarm, state, previous from central_alarms where bed_id = 'bed-1' order by id") == [
+    assert rows(db, "select alarm, state, previous from central_alarms where bed_id = 'bed-1' order by id") == [
         (MESSAGES_MISSING, "active", None), (MESSAGES_MISSING, "active", "active"),
         (MESSAGES_MISSING, "cleared", "active")]
 
@@ -232,4 +224,4 @@ def test_a_bug_in_reading_answers_ae_and_keeps_serving(tmp_path, monkeypatch) ->
         acks = send(*st.address, [first, first])
         assert [a[1] for a in acks] == ["AE", "AA"] and "internal error" in acks[0][2]
         assert st.server.counters.errors == 1
-    assert _rows(db, "select count(*) from alarm_transitions") == [(1,)]
+    assert rows(db, "select count(*) from alarm_transitions") == [(1,)]

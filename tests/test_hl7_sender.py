@@ -22,7 +22,7 @@ from bedside.hl7.sender import Sender, SenderSettings
 from bedside.hl7.settings import Hl7Settings, OutboxSettings
 from bedside.replay import ReplayOptions, build_replay_engine
 from bedside.store import Store
-from tests.engine_helpers import flip_lead_i, polarity_bundle, synthetic_ecg, write_record
+from tests.engine_helpers import polarity_bundle, write_step_record
 
 Policy = Callable[[str, int], "str | None"]  # (message, times this control ID was seen) -> AA/AE/AR, None: hang up
 
@@ -116,9 +116,7 @@ def bundle_path(tmp_path_factory):
 @pytest.fixture(scope="module")
 def step_record(tmp_path_factory):
     """3 minutes at 500 Hz; lead I inverted (the edema 'risk') from 60 s to 120 s."""
-    folder = tmp_path_factory.mktemp("rec")
-    x = flip_lead_i(synthetic_ecg(180, 500.0, seed=5), 500.0, [(60, 120)])
-    return write_record(folder, "step", x, 500.0)
+    return write_step_record(tmp_path_factory.mktemp("rec"))
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float = 30.0) -> bool:

@@ -4,15 +4,13 @@ whose certificate the bed's CA did not sign is never sent to."""
 
 from __future__ import annotations
 
-import sqlite3
-
 import click
 import pytest
 
 from bedside.central.server import CentralSettings, TlsSettings
 from bedside.hl7.sender import Sender, SenderSettings, client_ssl_context
 from bedside.hl7.settings import Hl7Settings, Hl7TlsSettings, with_tls
-from central_helpers import ServerThread, make_pki
+from central_helpers import ServerThread, make_pki, rows
 from tests.test_hl7_sender import fill_outbox, outbox_rows, wait_until
 
 
@@ -22,14 +20,6 @@ def pki(tmp_path):
     make_pki(tmp_path)
     make_pki(tmp_path, names=("localhost",), ca_name="rogue CA", prefix="rogue-")
     return tmp_path
-
-
-def _rows(db, sql: str) -> list[tuple]:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
 
 
 def _central(pki, db, cert: str = "localhost") -> ServerThread:
@@ -53,8 +43,8 @@ def test_a_bed_with_its_certificate_delivers_over_tls(tmp_path, pki) -> None:
         finally:
             sender.stop()
         assert st.server.counters.rejected == 0
-    assert [r[0] for r in _rows(central_db, "select control_id from messages order by rowid")] == ids
-    assert _rows(central_db, "select count(*) from rejects") == [(0,)]
+    assert [r[0] for r in rows(central_db, "select control_id from messages order by rowid")] == ids
+    assert rows(central_db, "select count(*) from rejects") == [(0,)]
 
 
 def test_a_certificate_for_another_bed_is_refused_and_the_outbox_kept(tmp_path, pki) -> None:
@@ -68,8 +58,8 @@ def test_a_certificate_for_another_bed_is_refused_and_the_outbox_kept(tmp_path, 
             sender.stop()
         assert "ACK AR" in sender.last_error and "certificate is for bed 'bed-2'" in sender.last_error
     assert [r[1] for r in outbox_rows(bed_db)] == ids  # nothing lost, nothing accepted
-    assert _rows(central_db, "select count(*) from messages") == [(0,)]
-    reasons = {r[0] for r in _rows(central_db, "select reason from rejects")}
+    assert rows(central_db, "select count(*) from messages") == [(0,)]
+    reasons = {r[0] for r in rows(central_db, "select reason from rejects")}
     assert reasons == {"certificate is for bed 'bed-2' but the message is from bed 'bed-1'"}
 
 
@@ -85,7 +75,7 @@ def test_a_central_the_beds_ca_did_not_sign_is_not_sent_to(tmp_path, pki) -> Non
         assert "certificate verify failed" in sender.last_error
         assert st.server.counters.connections == 0  # no handshake completed: no message could be read
     assert [r[1] for r in outbox_rows(bed_db)] == ids
-    assert _rows(central_db, "select count(*) from messages") == [(0,)]
+    assert rows(central_db, "select count(*) from messages") == [(0,)]
 
 
 def test_tls_options_need_all_three_files_and_an_address(pki) -> None:

@@ -14,7 +14,7 @@ from bedside.cli import main
 from bedside.events import AlarmState
 from bedside.records import EcgRecord
 from bedside.replay import ReplayOptions, build_replay_engine
-from tests.engine_helpers import flip_lead_i, polarity_bundle, synthetic_ecg, write_record
+from tests.engine_helpers import polarity_bundle, synthetic_ecg, write_record, write_step_record
 
 A = AlarmState
 
@@ -27,9 +27,7 @@ def bundle_path(tmp_path_factory):
 @pytest.fixture(scope="module")
 def step_record(tmp_path_factory):
     """3 minutes at 500 Hz; lead I inverted (the 'risk') from 60 s to 120 s."""
-    folder = tmp_path_factory.mktemp("rec")
-    x = flip_lead_i(synthetic_ecg(180, 500.0, seed=5), 500.0, [(60, 120)])
-    return write_record(folder, "step", x, 500.0)
+    return write_step_record(tmp_path_factory.mktemp("rec"))
 
 
 def replay(*args: str):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import ui_scenes as scenes
-from ui_pilot import make_app, sync
+from ui_pilot import feed, make_app, sync
 from bedside.events import AlarmKind, AlarmState, Samples
 from bedside.ui.alarm_banner import AlarmBanner
 from bedside.ui.alarm_list import AlarmList
@@ -27,13 +27,6 @@ from bedside.ui.waveform import WaveformPanel
 
 pytestmark = pytest.mark.skipif(not (scenes.RECORD.parent / "s0010_re.hea").is_file(),
                                 reason=f"real recording not found at {scenes.RECORD} (see ../shared/data/README.md)")
-
-
-async def feed(app: MonitorApp, pilot, events) -> None:
-    for e in events:
-        app.post_event(e)
-    app.tick()
-    await pilot.pause()
 
 
 def cell(app: MonitorApp, alarm: str, column: str) -> str:

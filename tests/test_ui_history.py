@@ -23,7 +23,8 @@ from bedside.ui.alarm_list import AlarmList
 from bedside.ui.app import MonitorApp
 from bedside.ui.history_screen import COLUMNS, HistoryScreen
 from bedside.ui.monitor_screen import MonitorScreen
-from test_ui_app import feed, make_app, pytestmark, sync  # noqa: F401 - pytestmark: needs the record
+from test_ui_app import pytestmark  # noqa: F401 - needs the record
+from ui_pilot import feed, make_app, sync
 
 ALARMS = ("edema", "pleural_effusion", "cardiomegaly", "poor_signal")
 

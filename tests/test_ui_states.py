@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import ui_scenes as scenes
-from ui_pilot import make_app as pilot_app, sync
+from ui_pilot import feed, make_app as pilot_app, sync
 from bedside.alarm_config import AlarmConfigError, load_alarm_config
 from bedside.events import AlarmChange, AlarmKind, AlarmState
 from bedside.ui.alarm_banner import AlarmBanner
@@ -35,13 +35,6 @@ def make_app(**kw) -> tuple[MonitorApp, dict[str, float]]:
     kw.setdefault("audio", True)
     kw.setdefault("alarm_config", load_alarm_config())
     return pilot_app(**kw)
-
-
-async def feed(app: MonitorApp, pilot, events=()) -> None:
-    for e in events:
-        app.post_event(e)
-    app.tick()
-    await pilot.pause()
 
 
 def text_of(widget) -> str:

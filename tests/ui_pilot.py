@@ -1,5 +1,5 @@
-"""What the Pilot-driven UI tests share: running an async test without a plugin, and the monitor app on
-the scripted scenes of ``tests/ui_scenes.py`` with a wall clock the test moves."""
+"""What the Pilot-driven UI tests share: running an async test without a plugin, the monitor app on
+the scripted scenes of ``tests/ui_scenes.py`` with a wall clock the test moves, and feeding it events."""
 
 from __future__ import annotations
 
@@ -27,3 +27,11 @@ def make_app(**kw) -> tuple[MonitorApp, dict[str, float]]:
     app = MonitorApp(kw.pop("factory", None), bed_id=scenes.BED, user="nurse.kim", tz=timezone.utc,
                      labels=scenes.LABELS, min_sqi=scenes.MIN_SQI, clock=lambda: wall["now"], **kw)
     return app, wall
+
+
+async def feed(app: MonitorApp, pilot, events=()) -> None:
+    """Post ``events`` to ``app``, run one frame and let the screen settle."""
+    for e in events:
+        app.post_event(e)
+    app.tick()
+    await pilot.pause()

@@ -34,7 +34,8 @@ from sqlite_utils import Database, Migrations
 
 from bedside.errors import BedsideError
 from bedside.hl7.model import AlarmReport, Envelope, ObservationReport
-from bedside.store import BUSY_TIMEOUT_S, SQLITE_MAGIC, create_private_file, readonly_uri, utc, write_transaction
+from bedside.store import (BUSY_TIMEOUT_S, SQLITE_MAGIC, create_private_file, readonly_uri, sqlite_table_names, utc,
+                           write_transaction)
 
 MIGRATIONS = Migrations("central")
 
@@ -141,11 +142,7 @@ def check_central_path(path: Path) -> None:
         if f.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
             raise CentralStoreError(f"{path}: is not an SQLite database; nothing was changed. {fix}")
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
-        try:
-            tables = {r[0] for r in conn.execute("select name from sqlite_master where type = 'table'")}
-        finally:
-            conn.close()
+        tables = sqlite_table_names(path)
     except sqlite3.Error as exc:
         raise CentralStoreError(f"{path}: is not a readable SQLite database ({exc}); nothing was changed. {fix}") from exc
     if tables and not CENTRAL_TABLES <= tables:
@@ -342,18 +339,19 @@ class CentralStore:
             pk=("bed_id", "alarm"))
 
     def _store_observation(self, env: Envelope, r: ObservationReport, received: float, current_session: int) -> None:
+        risks, thresholds, validated = _json(r.risks), _json(r.thresholds), json.dumps(r.validated, sort_keys=True)
         self.db["observations"].insert(dict(
             control_id=env.control_id, bed_id=r.bed_id, session_id=r.session_id, window_index=r.window_index,
             bed_seq=env.bed_seq, t_s=r.t_s, wall_time=r.wall_time, scored=int(r.scored), reason=r.reason,
-            hr_bpm=r.hr_bpm, sqi_min=r.sqi_min, risks=_json(r.risks), thresholds=_json(r.thresholds),
-            validated=json.dumps(r.validated, sort_keys=True), received_wall=received))
+            hr_bpm=r.hr_bpm, sqi_min=r.sqi_min, risks=risks, thresholds=thresholds, validated=validated,
+            received_wall=received))
         last = self.db.execute("select window_index from beds where bed_id = ?", [r.bed_id]).fetchone()
         if r.session_id == current_session and (last is None or last[0] is None or r.window_index > last[0]):
             self.db.execute(
                 "update beds set window_index = ?, obs_wall = ?, scored = ?, reason = ?, hr_bpm = ?, sqi_min = ?, "
                 "risks = ?, thresholds = ?, validated = ? where bed_id = ?",
-                [r.window_index, r.wall_time, int(r.scored), r.reason, r.hr_bpm, r.sqi_min, _json(r.risks),
-                 _json(r.thresholds), json.dumps(r.validated, sort_keys=True), r.bed_id])
+                [r.window_index, r.wall_time, int(r.scored), r.reason, r.hr_bpm, r.sqi_min, risks, thresholds,
+                 validated, r.bed_id])
 
     def reject(self, peer: str, reason: str, text: str, bed_id: str | None = None, control_id: str | None = None,
                wall_time: float | None = None) -> None:

@@ -36,6 +36,12 @@ def mmss(seconds: float) -> str:
     return f"{s // 60}:{s % 60:02d}"
 
 
+def age_text(age_s: float) -> str:
+    """The age of stale values: ``(12 s)``, ``(3 min)``, ``(2 h)``."""
+    s = int(age_s)
+    return f"({s} s)" if s < 120 else f"({s // 60} min)" if s < 7200 else f"({s // 3600} h)"
+
+
 def state_text(change: AlarmChange, paused_left_s: float | None) -> str:
     """The IEC 60601-1-8 state as shown: ACTIVE, AUDIO PAUSED m:ss, ACKNOWLEDGED, LATCHED, CLEARED."""
     if change.state is AlarmState.AUDIO_PAUSED:

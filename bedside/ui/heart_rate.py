@@ -25,7 +25,7 @@ from textual.widget import Widget
 from textual.widgets import Digits, Static
 
 from bedside.events import AlarmState
-from bedside.ui.alarm_format import mmss
+from bedside.ui.alarm_format import age_text, mmss
 from bedside.ui.monitor_state import MonitorState
 
 #: Alarms about the heart rate (their state colours the digits).
@@ -40,12 +40,6 @@ SHORT_REASONS = {"lead off": "lead off", "poor signal": "poor signal", "inferenc
 def hr_text(hr_bpm: float | None) -> str:
     """The digits shown: a whole number of beats per minute, or --- when there is none."""
     return "---" if hr_bpm is None else f"{round(hr_bpm):d}"
-
-
-def age_text(age_s: float) -> str:
-    """The age of stale values: ``(12 s)``, ``(3 min)``, ``(2 h)``."""
-    s = int(age_s)
-    return f"({s} s)" if s < 120 else f"({s // 60} min)" if s < 7200 else f"({s // 3600} h)"
 
 
 def electrodes_of(lead: str) -> tuple[str, ...]:

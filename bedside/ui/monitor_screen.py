@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from bedside.ui.alarm_banner import AlarmBanner
 from bedside.ui.alarm_list import AlarmList
+from bedside.ui.dialogs import AlarmDetail
 from bedside.ui.heart_rate import HeartRate
 from bedside.ui.monitor_state import MonitorState
 from bedside.ui.risk_panel import RiskPanel
@@ -98,8 +99,6 @@ class MonitorScreen(Screen):
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         """Enter on an alarm: show it in full."""
-        from bedside.ui.dialogs import AlarmDetail
-
         entry = self.state.alarms.get(str(event.row_key.value))
         if entry is not None:
             self.app.push_screen(AlarmDetail(self.state, entry, self.tz))

@@ -25,6 +25,7 @@ from rich.style import Style
 from rich.text import Text
 from textual.widget import Widget
 
+from bedside.ui.alarm_format import age_text
 from bedside.ui.monitor_state import TREND_S, MonitorState
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
@@ -118,8 +119,6 @@ class RiskPanel(Widget):
         name_w = max(4, min(16, width - VALUE_CELLS))
         age = self.state.stale_s()
         if age is not None:
-            from bedside.ui.heart_rate import age_text  # one writer of ages
-
             out.append(f"Risk --- {age_text(age)}"[:width], style("risk--above"))
         else:
             out.append(f"{'Risk':<{name_w}} {'now':>5}  {'thr':>5}"[:width], style("risk--name"))

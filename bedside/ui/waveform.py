@@ -83,6 +83,7 @@ class WaveformTrace(Widget):
         self.last_rows: list[str] = []  # the braille rows last drawn (for tests)
         self.no_signal = False
         self.gain_mm_per_mv: float | None = None  # None: auto gain
+        self._k0 = 0  # first dot column's index of the rows last built (for the fixed-gain grid)
         self._strips: list[Strip] = []
         self._key: tuple | None = None  # what the strips were built from
 
@@ -118,7 +119,7 @@ class WaveformTrace(Widget):
         alert = base + self.get_component_rich_style("trace--no-signal")
         labels = self._labels(gain)
         grid = self.rich_style + Style(color="#2c3a4a")
-        ticks = ([c for c, _ in second_ticks(getattr(self, "_k0", 0), n_cells)]
+        ticks = ([c for c, _ in second_ticks(self._k0, n_cells)]
                  if self.gain_mm_per_mv is not None and rows else [])
         strips = []
         for i, row in enumerate(rows):
