@@ -31,7 +31,7 @@ TECHNICAL_ALARMS: tuple[str, ...] = (
 )
 #: Technical alarms decided per analysis window (the others follow the link, the model or the disk).
 WINDOW_TECHNICAL: tuple[str, ...] = ("lead_off", "poor_signal", "signal_gap", "inference_failed")
-QRS_DETECTORS: tuple[str, ...] = ("neurokit", "xqrs")
+QRS_DETECTORS: tuple[str, ...] = ("gradient", "neurokit", "xqrs")
 AUDIO_OUTPUTS: tuple[str, ...] = ("bell", "command", "off")
 #: Longest action text (the banner at 80 columns has room for this much beside the alarm's name).
 ACTION_MAX_CHARS = 28

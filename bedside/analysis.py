@@ -88,6 +88,7 @@ class Inference:
 
     probs: np.ndarray | None
     failure: str = ""
+    seconds: float = 0.0  # wall time of the call (added to the timings by whoever takes the result)
 
 
 def _duration(s: float) -> str:
@@ -270,7 +271,7 @@ class WindowAnalyser:
 
     def infer(self, batch: PreparedBatch) -> Inference | None:
         """One ``Bundle.predict`` call for every window of ``batch`` that waits for a score (None: none waits).
-        Touches nothing but the bundle and ``timings.inference``: safe on a worker thread."""
+        Touches nothing but the bundle: safe on worker threads (the caller adds ``seconds`` to the timings)."""
         if not batch.to_score:
             return None
         t0 = time.perf_counter()
@@ -279,16 +280,15 @@ class WindowAnalyser:
             probs = self.bundle.predict(np.stack([x for _, x, _ in batch.to_score]))
             if not np.all(np.isfinite(probs)):
                 raise ValueError("the model returned NaN or infinite scores")
-            out = Inference(probs)
+            return Inference(probs, seconds=time.perf_counter() - t0)
         except Exception as exc:  # the runtime can fail in many ways; each is a technical alarm
-            out = Inference(None, f"{type(exc).__name__}: {exc}"[:300])
-        self.timings.inference += time.perf_counter() - t0
-        return out
+            return Inference(None, f"{type(exc).__name__}: {exc}"[:300], time.perf_counter() - t0)
 
     def finish(self, batch: PreparedBatch, inference: Inference | None) -> list[WindowResult]:
         """The batch's results in window order, scores (or the inference failure) filled in."""
         if batch.to_score:
             assert inference is not None
+            self.timings.inference += inference.seconds
             self._score(batch.windows, batch.results, batch.to_score, inference)
         return [r for r in batch.results if r is not None]
 

@@ -343,8 +343,9 @@ class SessionSettings:
         return so
 
 
-#: A replay scores windows 16 at a time as fast as it can: the arena pays there.
-REPLAY_SESSION = SessionSettings(memory_arena=True)
+#: A replay scores batches as fast as it can, two calls at once from two worker threads with one onnxruntime
+#: thread each (bedside.replay.ReplayOptions): the arena pays there (1.2-1.5x at batches of 16).
+REPLAY_SESSION = SessionSettings(intra_op_threads=1, memory_arena=True)
 
 
 def _make_session(model: bytes | str, providers: tuple[str, ...], trt_cache_dir: str | None,

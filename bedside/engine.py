@@ -87,6 +87,9 @@ class EngineSettings:
     # while the engine conditions the next one; results still go through the alarms in window order.
     # Live and paced replays score each batch on the engine's thread (a window's result is never held back).
     overlap_inference: bool = True
+    # batches scored at once on that many worker threads (overlap_inference only; results still in window
+    # order). 1 with 2 onnxruntime threads per call, or 2 with 1 each: BENCHMARKS.md "Replay scheduling"
+    inference_workers: int = 1
     # condition each sample once as it arrives (bedside.stream_condition, bit-identical to condition() per
     # window) where the rate and hop allow; False: condition() on every window
     stream_condition: bool = True
@@ -242,7 +245,8 @@ class Engine(SessionMixin, LinkMixin, CommitMixin):
                 self.source.seek(self.next_window * hop_n)  # type: ignore[attr-defined]
             self.source.open()
             if self._overlaps():
-                self._executor = ThreadPoolExecutor(1, thread_name_prefix="bedside-inference")
+                self._executor = ThreadPoolExecutor(self.settings.inference_workers,
+                                                    thread_name_prefix="bedside-inference")
             self.notifier.ready(f"monitoring bed {self.settings.bed_id}")
             while not self._stop.is_set():
                 t = time.perf_counter()
@@ -379,9 +383,9 @@ class Engine(SessionMixin, LinkMixin, CommitMixin):
         batch = self.analyser.prepare([w for w in inputs if w.index >= self._warmup_until])
         if self._executor is None:
             self._commit_results(pending, self.analyser.finish(batch, self.analyser.infer(batch)))
-        else:  # scored on the worker while the engine conditions the next batch; one batch waits at most
+        else:  # scored on a worker while the engine conditions the next batch; a batch per worker at most
             self._inflight.append((batch, self._executor.submit(self.analyser.infer, batch)))
-            self._drain(pending, keep=1)
+            self._drain(pending, keep=self.settings.inference_workers)
         if warm:
             self.summary.signal_s = max(self.summary.signal_s, warm[-1].start_s + self.analyser.window_s)
         return True

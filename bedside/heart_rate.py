@@ -1,14 +1,15 @@
 """QRS detection and heart rate from RR intervals, on a single lead (any lead, any sampling rate).
 
-Detection uses a library detector (``method``, set in the alarm settings): NeuroKit2's
-``ecg_findpeaks`` ("neurokit", the default) or wfdb's XQRS ("xqrs"). On MIT-BIH record 100 scored the
-EC57 way both find 99.8-100 % of beats with at most one false detection, on the engine's path as well
-as bare (``scripts/bench_qrs.py``). On the engine's 100 Hz conditioned lead XQRS double-counts T waves
-of other morphologies (synthetic and PTB 12-lead ECGs) and costs about 5 ms per window against 0.7 ms;
-NeuroKit2's price is its imports (scikit-learn, matplotlib, pywt: about 74 MB resident and 0.6-1 s);
-its package ``__init__`` imports every submodule, and ``ecg_findpeaks`` itself imports matplotlib and
-pandas, so importing the submodule is no lighter (measured). :func:`warm_up_detector` pays that cost
-when the engine is built, not inside the first analysed window.
+Detection (``method``, set in the alarm settings): "gradient", the default, is NeuroKit2's slope method
+computed by :mod:`bedside.qrs` with numpy and scipy only (the same peaks, sample for sample, without
+NeuroKit2's imports: scikit-learn, matplotlib, pywt, about 74 MB resident and 0.6-1 s, since its package
+``__init__`` imports every submodule); "neurokit" calls NeuroKit2's ``ecg_findpeaks`` itself (the
+``neurokit`` extra); "xqrs" is wfdb's XQRS. On MIT-BIH record 100 scored the EC57 way they find 99.8-100 %
+of beats with at most one false detection, on the engine's path as well as bare
+(``scripts/bench_qrs.py``). On the engine's 100 Hz conditioned lead XQRS double-counts T waves of other
+morphologies (synthetic and PTB 12-lead ECGs) and costs about 5 ms per window against 0.3 ms.
+:func:`warm_up_detector` pays a detector's imports when the engine is built, not inside the first
+analysed window.
 
 The engine runs the detector on the recipe's conditioned lead (100 Hz, baseline removed by the
 median filters), so it needs no filtering of its own, and stitches the beats of overlapping windows
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bedside.alarm_config import QRS_DETECTORS, HeartRateSettings
+from bedside.errors import BedsideError
 from bedside.preprocess import DEFAULT_RECIPE, Recipe, input_samples_for_window, remove_baseline, resample, window_starts
 
 #: A second beat within this time of a stitched beat is the same beat seen from the next window.
@@ -33,30 +35,43 @@ REFRACTORY_S = 0.25
 EDGE_S = 0.3
 
 
-def warm_up_detector(method: str = "neurokit", fs_hz: float = 100.0) -> None:
+def warm_up_detector(method: str = "gradient", fs_hz: float = 100.0) -> None:
     """Import the detector's library and run it once on 4 s of a synthetic beat train (about 1 s for
-    NeuroKit2, once per process), so that the first analysed window does not pay for it."""
+    NeuroKit2, once per process), so that the first analysed window does not pay for it; a detector
+    whose library is not installed fails here, at start-up, with the fix named."""
     t = np.arange(int(4 * fs_hz)) / fs_hz
     x = np.exp(-(((t % 0.8) - 0.4) ** 2) / (2 * 0.01 ** 2))  # narrow 1 mV spikes at 75 bpm
     detect_qrs(x, fs_hz, method, clean=False)
 
 
-def detect_qrs(x_mv: np.ndarray, fs_hz: float, method: str = "neurokit", clean: bool = True) -> np.ndarray:
+def detect_qrs(x_mv: np.ndarray, fs_hz: float, method: str = "gradient", clean: bool = True) -> np.ndarray:
     """R-peak sample indices of a single-lead signal ``x_mv`` (1-D, mV) sampled at ``fs_hz``.
 
-    ``clean=False`` skips NeuroKit2's own filtering (for a signal whose baseline is already removed,
-    such as the conditioned lead); XQRS always filters internally.
+    ``clean=False`` skips the detector's filtering (for a signal whose baseline is already removed, such
+    as the conditioned lead): NeuroKit2's ``ecg_clean`` for "neurokit", the recipe's baseline median
+    filters for "gradient"; XQRS always filters internally.
     """
     x = np.asarray(x_mv, dtype=np.float64)
     if x.ndim != 1:
         raise ValueError(f"detect_qrs takes one lead (a 1-D array), got shape {x.shape}")
     if method == "neurokit":
-        import neurokit2 as nk  # imported on first use: it is slow to import
+        try:
+            import neurokit2 as nk  # imported on first use: it is slow to import
+        except ImportError as e:
+            raise BedsideError('QRS detector "neurokit" needs NeuroKit2, which is not installed: install the '
+                               '`neurokit` extra (pip install "bedside[neurokit]") or set detector = "gradient" '
+                               "in the alarm settings (the same peaks)") from e
 
         if clean:
             x = nk.ecg_clean(x, sampling_rate=fs_hz, method="neurokit")
         peaks = nk.ecg_findpeaks(x, sampling_rate=fs_hz, method="neurokit")["ECG_R_Peaks"]
         return np.asarray(peaks, dtype=np.int64)
+    if method == "gradient":
+        from bedside.qrs import gradient_r_peaks
+
+        if clean:  # the recipe's baseline filters, as on the engine's conditioned lead
+            x = remove_baseline(x, fs_hz, DEFAULT_RECIPE.baseline_filters_s, DEFAULT_RECIPE.median_mode)
+        return gradient_r_peaks(x, fs_hz)
     if method == "xqrs":
         from wfdb import processing
 

@@ -33,8 +33,13 @@ class ReplayOptions:
     alarms: str | None = None
     resume: bool = True
     chunk_s: float = 120.0
+    # windows per inference call, and calls in flight at once on their own worker threads (each with
+    # REPLAY_SESSION's one onnxruntime thread): chosen by measurement on 2 cores (BENCHMARKS.md, "Replay
+    # scheduling": 1.05-1.06x faster than 1 worker with 2 threads, for the paper-size and the demo bundle;
+    # batches of 4 gain 4 % more on the paper-size model but lose 10 % on the small demo model)
     max_batch: int = 16
     overlap_inference: bool = True  # EngineSettings.overlap_inference (inference on a worker thread)
+    inference_workers: int = 2  # EngineSettings.inference_workers
     stream_condition: bool = True  # EngineSettings.stream_condition (each sample conditioned once)
     trust: TrustSettings | None = None  # None: the default trust directory, nothing unsigned
     hl7: Any = None  # bedside.hl7.link.Hl7Settings: send HL7 to the central station (--hl7 HOST:PORT)
@@ -43,7 +48,7 @@ class ReplayOptions:
 def build_replay_engine(opts: ReplayOptions) -> Engine:
     """Check everything, then build the engine (raises BedsideError subclasses with the fix)."""
     config = load_alarm_config(opts.alarms)
-    bundle = load_bundle(opts.model, trust=opts.trust, session_settings=REPLAY_SESSION)  # batches of 16
+    bundle = load_bundle(opts.model, trust=opts.trust, session_settings=REPLAY_SESSION)
     record = open_record(opts.record, bundle.recipe)
     source = RecordSource(record, speed=opts.speed, chunk_s=opts.chunk_s)
     outbox = None
@@ -53,7 +58,8 @@ def build_replay_engine(opts: ReplayOptions) -> Engine:
     store = Store(os.fspath(opts.db), outbox=outbox)
     settings = EngineSettings(bed_id=opts.bed_id, encounter_id=opts.encounter_id, hop_s=opts.hop_s,
                               resume=opts.resume, max_batch=opts.max_batch,
-                              overlap_inference=opts.overlap_inference, stream_condition=opts.stream_condition)
+                              overlap_inference=opts.overlap_inference, inference_workers=opts.inference_workers,
+                              stream_condition=opts.stream_condition)
     engine = Engine(source, store, config, settings, bundle=bundle)
     if outbox is not None:
         start_link(engine, outbox, opts.hl7)  # engine.close() drains the outbox (opts.hl7.drain_s) and stops

@@ -97,6 +97,44 @@ def interleaved(fns: dict[str, Callable[[np.ndarray], object]], x: np.ndarray, r
     return times
 
 
+def model_gflop(model: torch.nn.Module, x: np.ndarray) -> float:
+    """FP32 arithmetic of one window (GFLOP, multiply-add = 2), counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(torch.from_numpy(x[:1]))
+    return counter.get_total_flops() / 1e9
+
+
+def gemm_ceiling(threads: int, tokens: int, d_model: int, ff_dim: int, batch: int = 16,
+                 repeats: int = 30) -> dict[str, float]:
+    """The FP32 GEMM rate (GFLOP/s, best of ``repeats``) this CPU reaches on the model's largest product,
+    activations [batch x tokens, d_model] times a constant weight [d_model, ff_dim]: through onnxruntime
+    (MLAS, the weight prepacked, like the model's) and through torch.mm (PyTorch's GEMM, like eager). No
+    FP32 runtime runs the model's arithmetic faster than this."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((batch * tokens, d_model)).astype(np.float32)
+    w = rng.standard_normal((d_model, ff_dim)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["y"])], "gemm",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, list(a.shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [a.shape[0], ff_dim])],
+                              [numpy_helper.from_array(w, "w")])
+    sess = session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), threads=threads)
+    ta, tw = torch.from_numpy(a), torch.from_numpy(w)
+    flop = 2.0 * a.shape[0] * d_model * ff_dim
+    best = {"onnxruntime MLAS": float("inf"), "torch.mm": float("inf")}
+    for _ in range(repeats):
+        for name, fn in (("onnxruntime MLAS", lambda: sess.run(None, {"a": a})),
+                         ("torch.mm", lambda: torch.mm(ta, tw))):
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return {name: flop / s / 1e9 for name, s in best.items()}
+
+
 def size_mb(model: onnx.ModelProto) -> float:
     return len(model.SerializeToString()) / 1e6
 
@@ -216,6 +254,20 @@ def main() -> None:
     lines += ["", f"ORT fp16 file: {sizes['ORT fp16']:.1f} MB (for GPU runtimes; not timed on the CPU)",
               f"export {export_s:.1f} s; INT8 quantization " + ", ".join(f"{k} {v:.1f} s" for k, v in quant_s.items())]
     fp = next(r for r in rows if r["config"] == "ORT fp32")
+    cfg = EcgEncoderConfig()
+    gflop = model_gflop(model, x1)
+    ceiling = gemm_ceiling(args.threads, cfg.tokens + 1, cfg.d_model, cfg.ff_dim)
+    top = max(ceiling.values())
+    rate = {name: gflop / (r["batch1_min_ms"] / 1e3) for name, r in
+            (("eager", rows[0]), ("ORT fp32", fp))}
+    lines.append(f"FP32 ceiling: the model is {gflop:.2f} GFLOP per window (FlopCounterMode); this CPU's FP32 GEMM "
+                 f"on its largest product ([16 x {cfg.tokens + 1}, {cfg.d_model}] x [{cfg.d_model}, {cfg.ff_dim}], "
+                 f"{args.threads} thread(s), best of 30): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in ceiling.items())
+                 + f". Batch-1 best: eager {rate['eager']:.0f} GFLOP/s ({100 * rate['eager'] / top:.0f} % of the "
+                 f"ceiling), ORT fp32 {rate['ORT fp32']:.0f} GFLOP/s ({100 * rate['ORT fp32'] / top:.0f} %). A FP32 "
+                 f"runtime doing nothing but GEMMs at the ceiling would be {top / rate['eager']:.2f}x eager "
+                 f"(goal {GOAL_FP32}x: {'within' if top / rate['eager'] >= GOAL_FP32 else 'beyond'} what FP32 "
+                 "arithmetic allows on this CPU)")
     int8_rows = [r for r in rows if r["config"].startswith("int8")]
     default8 = int8_rows[0]
     for key, what in (("batch1_speedup", "batch 1, medians"), ("batch1_min_speedup", "batch 1, best of"),

@@ -11,13 +11,16 @@ engine's cost per window is flat over a record (120 s chunks), so 24 h = 24 x th
     .venv/bin/python scripts/bench_replay_sched.py [--hours 1] [--model linear|paper|paper-int8|PATH ...]
         [--rounds 2] [--batches 8,16,32] [--intra-op 1,2] [--configs ff16,tf16,ft16,tt16]
 
-A configuration ``<stream t/f><overlap t/f><max_batch>``: ``tf16`` = streaming on, overlap off, batches of 16.
+A configuration ``<stream t/f><overlap t/f><max_batch>[w<workers>][i<intra-op threads>]``: ``tf16`` = streaming
+on, overlap off, batches of 16; ``tt16w2i1`` = both on, 2 inference workers of 1 onnxruntime thread each
+(without ``i``: ``--intra-op``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -39,25 +42,39 @@ def load() -> str:
     return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def set_intra_op(threads: int) -> None:
-    """onnxruntime intra-op threads of the replay sessions created from now on (bedside.replay's REPLAY_SESSION)."""
+def set_intra_op(threads: int, arena: bool = True) -> None:
+    """onnxruntime intra-op threads and memory arena of the replay sessions created from now on (bedside.replay's
+    REPLAY_SESSION)."""
     from dataclasses import replace
 
     import bedside.bundle as b
     import bedside.replay as r
 
-    r.REPLAY_SESSION = replace(b.REPLAY_SESSION, intra_op_threads=threads)
+    r.REPLAY_SESSION = replace(b.REPLAY_SESSION, intra_op_threads=threads, memory_arena=arena)
 
 
-def replay_once(record: Path, model: Path, stream: bool, overlap: bool, max_batch: int) -> dict:
+def parse_config(text: str, intra_op: int) -> tuple[bool, bool, int, int, int, bool]:
+    """``tt16w2i1a0`` -> (stream, overlap, max_batch, inference workers, intra-op threads, memory arena)."""
+    m = re.fullmatch(r"([tf])([tf])(\d+)(?:w(\d+))?(?:i(\d+))?(?:a([01]))?", text)
+    if m is None:
+        raise SystemExit(f"--configs: {text!r} is not <t|f><t|f><batch>[w<workers>][i<threads>][a<0|1>], "
+                         "e.g. tt16w2i1a0")
+    return (m[1] == "t", m[2] == "t", int(m[3]), int(m[4] or 1), int(m[5] or intra_op), m[6] != "0")
+
+
+def replay_once(record: Path, model: Path, stream: bool, overlap: bool, max_batch: int, workers: int = 1,
+                intra_op: int | None = None, arena: bool = True) -> dict:
     from bedside.replay import ReplayOptions, build_replay_engine
     from bedside.trust import TrustSettings
 
+    if intra_op is not None:
+        set_intra_op(intra_op, arena)
     db = BENCH / "sched.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     engine = build_replay_engine(ReplayOptions(record=str(record), model=str(model), db=str(db), resume=False,
                                                max_batch=max_batch, stream_condition=stream, overlap_inference=overlap,
+                                               inference_workers=workers,
                                                trust=TrustSettings(None, allow_unsigned=True)))
     t, cpu = time.perf_counter(), time.process_time()
     summary = engine.run()
@@ -109,26 +126,29 @@ def main() -> None:
         model = resolve_model(name)
         for threads in [int(t) for t in args.intra_op.split(",")]:
             set_intra_op(threads)
-            configs = [(False, False, 16), (True, False, 16), (False, True, 16)]
-            configs += [(True, True, b) for b in batches]
+            configs = [(False, False, 16, 1, threads, True), (True, False, 16, 1, threads, True),
+                       (False, True, 16, 1, threads, True)]
+            configs += [(True, True, b, 1, threads, True) for b in batches]
             if args.configs:
-                configs = [(c[0] == "t", c[1] == "t", int(c[2:])) for c in args.configs.split(",")]
+                configs = [parse_config(c, threads) for c in args.configs.split(",")]
             best: dict[tuple, dict] = {}
-            replay_once(record, model, False, False, 16)  # warm-up: imports, detector, page cache (not counted)
+            replay_once(record, model, False, False, 16, 1, threads, True)  # warm-up: imports, detector, page cache (not counted)
             for r in range(args.rounds):
                 for cfg in configs:
                     out = replay_once(record, model, *cfg)
-                    print(f"  round {r} {name} intra-op {threads} stream={cfg[0]} overlap={cfg[1]} batch={cfg[2]}: "
+                    print(f"  round {r} {name} stream={cfg[0]} overlap={cfg[1]} batch={cfg[2]} workers={cfg[3]} "
+                          f"intra-op {cfg[4]} arena={cfg[5]}: "
                           f"{out['wall']:.1f} s wall, {out['cpu']:.1f} s CPU ({load()})", flush=True)
                     if cfg not in best or out["wall"] < best[cfg]["wall"]:
                         best[cfg] = out
             ref = best[configs[0]]
+            set_intra_op(threads)
             infer_ms = {b: inference_only(model, record, b) for b in sorted({16, *batches})}
-            print(f"\n== {name} ({model.name}), intra-op threads {threads}, {ref['windows']} windows "
+            print(f"\n== {name} ({model.name}), intra-op threads {threads} (unless a row says), {ref['windows']} windows "
                   f"({ref['scored']} scored) of a {args.hours} h record, fastest of {args.rounds} rounds; {load()}")
             print("inference alone (Bundle.predict, same run): "
                   + ", ".join(f"batch {b}: {ms:.2f} ms/window" for b, ms in infer_ms.items()))
-            head = (f"{'stream':>6} {'overlap':>7} {'batch':>5} {'wall s':>7} {'x real':>7} {'24 h s':>7} "
+            head = (f"{'stream':>6} {'overlap':>7} {'batch':>5} {'wk':>2} {'th':>2} {'arena':>5} {'wall s':>7} {'x real':>7} {'24 h s':>7} "
                     f"{'vs base':>7} {'CPU s':>6} | ")
             print(head + " ".join(f"{s[:10]:>10}" for s in (*ENGINE_STAGES, "inference", "infer_wait"))
                   + " | non-inference ms/window")
@@ -140,7 +160,7 @@ def main() -> None:
                 for stage in (*ENGINE_STAGES, "inference", "inference_wait"):
                     cells.append(f"{1000 * tm.get(stage, 0.0) / n:5.2f} {100 * tm.get(stage, 0.0) / out['wall']:3.0f}%")
                 non_inf = 1000 * sum(tm.get(s, 0.0) for s in ENGINE_STAGES) / n
-                print(f"{cfg[0]!s:>6} {cfg[1]!s:>7} {cfg[2]:>5} {out['wall']:7.1f} {hours_s / out['wall']:7.0f} "
+                print(f"{cfg[0]!s:>6} {cfg[1]!s:>7} {cfg[2]:>5} {cfg[3]:>2} {cfg[4]:>2} {cfg[5]!s:>5} {out['wall']:7.1f} {hours_s / out['wall']:7.0f} "
                       f"{out['wall'] * 24 / args.hours:7.0f} {ref['wall'] / out['wall']:6.2f}x {out['cpu']:6.1f} | "
                       + " ".join(cells)
                       + f" | {non_inf:.2f}{same}")

@@ -15,8 +15,11 @@ from bedside.replay import ReplayOptions, build_replay_engine
 from bedside.stream_condition import StreamConditioner
 from tests.engine_helpers import flip_lead_i, polarity_bundle, synthetic_ecg, write_record
 
-#: (stream_condition, overlap_inference, max_batch); the first is the reference (the plain per-window path)
-SCHEDULES = [(False, False, 16), (True, False, 16), (False, True, 16), (True, True, 16), (True, True, 3)]
+#: (stream_condition, overlap_inference, max_batch, inference_workers); the first is the reference (the plain
+#: per-window path). Batches of 3 on 2 workers keep two batches in flight whose results must still go through
+#: the alarms in window order.
+SCHEDULES = [(False, False, 16, 1), (True, False, 16, 1), (False, True, 16, 1), (True, True, 16, 1), (True, True, 3, 1),
+             (True, True, 3, 2)]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,7 @@ def gap_record(tmp_path_factory):
     return write_record(tmp_path_factory.mktemp("rec"), "gaps", x, fs)
 
 
-def run_replay(record, bundle, db, monkeypatch, stream: bool, overlap: bool, max_batch: int):
+def run_replay(record, bundle, db, monkeypatch, stream: bool, overlap: bool, max_batch: int, workers: int = 1):
     """Every WindowResult and alarm transition of a replay; how many windows the stream conditioned;
     the threads the model ran on."""
     streamed, threads = [], set()
@@ -56,7 +59,7 @@ def run_replay(record, bundle, db, monkeypatch, stream: bool, overlap: bool, max
     monkeypatch.setattr(WindowAnalyser, "infer", infer)
     engine = build_replay_engine(ReplayOptions(record=str(record), model=str(bundle), db=str(db), resume=False,
                                                max_batch=max_batch, stream_condition=stream,
-                                               overlap_inference=overlap))
+                                               overlap_inference=overlap, inference_workers=workers))
     windows: list[WindowResult] = []
     engine.subscribe(lambda e: windows.append(e) if isinstance(e, WindowResult) else None)
     summary = engine.run()
@@ -71,7 +74,7 @@ def check_schedules(record, bundle, tmp_path, monkeypatch) -> list[WindowResult]
     ref_windows, ref_transitions, _, ref_threads, _ = runs[SCHEDULES[0]]
     assert ref_threads == {threading.current_thread().name}  # no overlap: scored on the engine's thread
     assert [w.index for w in ref_windows] == list(range(len(ref_windows)))
-    for (stream, overlap, _), (windows, transitions, streamed, threads, summary) in runs.items():
+    for (stream, overlap, _, n_workers), (windows, transitions, streamed, threads, summary) in runs.items():
         assert windows == ref_windows, (stream, overlap)
         assert transitions == ref_transitions, (stream, overlap)
         assert summary.log_complete
@@ -82,6 +85,7 @@ def check_schedules(record, bundle, tmp_path, monkeypatch) -> list[WindowResult]
             assert streamed == 0
         workers = {t for t in threads if t.startswith("bedside-inference")}
         assert workers == (threads if overlap else set())
+        assert len(workers) <= n_workers
     return ref_windows
 
 

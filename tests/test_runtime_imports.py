@@ -83,13 +83,24 @@ def test_engine_import_leaves_out_record_reading_and_the_qrs_library():
     assert loaded == []
 
 
-def test_analyser_pays_the_qrs_import_at_construction():
-    code = (
+def _analyser_code(detector: str) -> str:
+    return (
         "import sys\n"
+        "from dataclasses import replace\n"
         "from bedside.alarm_config import load_alarm_config\n"
         "from bedside.analysis import WindowAnalyser\n"
         "from bedside.preprocess import DEFAULT_RECIPE\n"
         "assert 'neurokit2' not in sys.modules\n"
-        "WindowAnalyser(500.0, DEFAULT_RECIPE, load_alarm_config(), None, 'no model')\n"
+        "config = load_alarm_config()\n"
+        f"config = replace(config, heart_rate=replace(config.heart_rate, detector={detector!r}))\n"
+        "WindowAnalyser(500.0, DEFAULT_RECIPE, config, None, 'no model')\n"
     )
-    assert "neurokit2" in _loaded_after(code, ("neurokit2",))
+
+
+def test_default_detector_builds_an_analyser_without_neurokit2_or_its_imports():
+    # the live monitor's memory budget: NeuroKit2 brings matplotlib, scikit-learn and pywt (about 74 MB)
+    assert _loaded_after(_analyser_code("gradient"), ("neurokit2", "matplotlib", "sklearn", "pywt")) == []
+
+
+def test_analyser_pays_the_qrs_import_at_construction():
+    assert "neurokit2" in _loaded_after(_analyser_code("neurokit"), ("neurokit2",))
