@@ -162,10 +162,11 @@ class LinkMixin:
     def _skip_behind(self, pending: Pending) -> None:
         """Live: inference fell behind; skip every due window but the newest (never samples: the ring,
         the waveform and the log's technical events keep them), count it and raise analysis_behind."""
-        now = time.time()
         due = self._due_windows()
-        waited = self._waiting_s(now)
-        if due < 2 or waited <= self.settings.max_lag_s:
+        if due < 2:  # the usual case, checked first: _waiting_s scans the block arrivals (1.4 % of a core live)
+            return
+        waited = self._waiting_s(time.time())
+        if waited <= self.settings.max_lag_s:
             return
         first, count = self.next_window, due - 1
         self.next_window += count

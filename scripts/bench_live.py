@@ -32,6 +32,9 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from cpu_flags import cpu_line  # noqa: E402  (scripts/cpu_flags.py)
 TICK = os.sysconf("SC_CLK_TCK")
+#: Seconds after the monitor's start that are not counted: imports, the bundle's verification (golden
+#: inference), the session's first calls and the first windows (about 8-15 s on the 2-core VM)
+WARM_S = 20.0
 
 
 def cpu_seconds(pid: int) -> float:
@@ -70,7 +73,7 @@ def run_phase(model: Path, speed: float, signal_s: float, db: Path) -> dict:
         except (FileNotFoundError, StopIteration, ProcessLookupError):
             break
         samples.append((now, cpu, rss))
-        if warm is None and now > 8.0:  # start-up (imports, bundle verification) done
+        if warm is None and now > WARM_S:  # start-up (imports, bundle verification, first windows) done
             warm = len(samples) - 1
     out = mon.communicate()[0]
     sim.terminate()
