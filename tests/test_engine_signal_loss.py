@@ -200,3 +200,22 @@ def test_a_fast_model_skips_nothing(tmp_path, bundle):
     summary = engine.run()
     assert summary.skipped_windows == 0 and summary.windows == 11
     assert not [c for c in summary.transitions if c.alarm == "analysis_behind"]
+
+
+def test_block_arrivals_kept_for_lag_checks_stay_bounded_in_a_long_session(tmp_path, bundle):
+    # the lag check (max_lag_s) remembers when each block arrived; with windows due one at a time, as live,
+    # it must still forget the arrivals of analysed windows, or they pile up for the whole session
+    engine, source = make_engine(tmp_path, bundle)
+    x = synthetic_ecg(90, FS, seed=9)
+    engine.start()
+    sizes = []
+    for a in range(0, x.shape[1], 250):  # 0.5 s blocks, each taken before the next is put (as live)
+        source.put_block(a, x[:, a:a + 250])
+        deadline = time.monotonic() + 5.0
+        while not source.queue.empty() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        sizes.append(len(engine._arrivals))
+    source.end()
+    engine.stop()
+    assert engine.summary.windows >= 10
+    assert max(sizes) <= (10 + 5) / 0.5 + 2, max(sizes)  # a window and a hop of blocks, not 180 of them
