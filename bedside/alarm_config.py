@@ -8,6 +8,7 @@ engine hands down. Unknown keys and bad values are refused with the file, the ke
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import math
 from dataclasses import dataclass
 from importlib import resources
@@ -266,6 +267,9 @@ def parse_alarm_config(data: dict[str, Any], source: str, sha256: str) -> AlarmC
         raise hr.fail("low_bpm", f"must be below high_bpm ({heart_rate.high_bpm:g})")
     if heart_rate.lead not in LEAD_INDEX:
         raise hr.fail("lead", f"must be one of {list(LEAD_INDEX)}, got {heart_rate.lead!r}")
+    if heart_rate.detector == "neurokit" and importlib.util.find_spec("neurokit2") is None:
+        raise hr.fail("detector", 'is "neurokit" but NeuroKit2 is not installed: install the `neurokit` extra '
+                                  '(pip install "cromotex-bedside[neurokit]") or use "gradient" (the same peaks)')
     hr.done()
 
     q = _table(source, data, "quality", "quality")

@@ -94,6 +94,10 @@ class EngineSettings:
     # window) where the rate and hop allow; False: condition() on every window
     stream_condition: bool = True
 
+    def __post_init__(self) -> None:
+        if self.inference_workers < 1 or self.max_batch < 1:
+            raise ValueError(f"inference_workers={self.inference_workers} and max_batch={self.max_batch} must be >= 1")
+
 
 @dataclass
 class RunSummary:

@@ -59,8 +59,8 @@ def detect_qrs(x_mv: np.ndarray, fs_hz: float, method: str = "gradient", clean: 
             import neurokit2 as nk  # imported on first use: it is slow to import
         except ImportError as e:
             raise BedsideError('QRS detector "neurokit" needs NeuroKit2, which is not installed: install the '
-                               '`neurokit` extra (pip install "bedside[neurokit]") or set detector = "gradient" '
-                               "in the alarm settings (the same peaks)") from e
+                               '`neurokit` extra (pip install "cromotex-bedside[neurokit]") or set detector = '
+                               '"gradient" in the alarm settings (the same peaks)') from e
 
         if clean:
             x = nk.ecg_clean(x, sampling_rate=fs_hz, method="neurokit")
@@ -69,7 +69,7 @@ def detect_qrs(x_mv: np.ndarray, fs_hz: float, method: str = "gradient", clean: 
     if method == "gradient":
         from bedside.qrs import gradient_r_peaks
 
-        if clean:  # the recipe's baseline filters, as on the engine's conditioned lead
+        if clean and x.size:  # the recipe's baseline filters, as on the engine's conditioned lead
             x = remove_baseline(x, fs_hz, DEFAULT_RECIPE.baseline_filters_s, DEFAULT_RECIPE.median_mode)
         return gradient_r_peaks(x, fs_hz)
     if method == "xqrs":

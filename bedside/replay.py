@@ -9,11 +9,11 @@ its session where the log ends instead of writing its events twice.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bedside.alarm_config import load_alarm_config
-from bedside.bundle import REPLAY_SESSION, load_bundle
+from bedside.bundle import REPLAY_SESSION, SessionSettings, load_bundle
 from bedside.engine import Engine, EngineSettings
 from bedside.records import open_record
 from bedside.sources import RecordSource
@@ -43,12 +43,22 @@ class ReplayOptions:
     stream_condition: bool = True  # EngineSettings.stream_condition (each sample conditioned once)
     trust: TrustSettings | None = None  # None: the default trust directory, nothing unsigned
     hl7: Any = None  # bedside.hl7.link.Hl7Settings: send HL7 to the central station (--hl7 HOST:PORT)
+    session_settings: SessionSettings | None = None  # None: replay_session(), from the options above
+
+
+def replay_session(opts: ReplayOptions) -> SessionSettings:
+    """onnxruntime settings of a replay: REPLAY_SESSION's one thread per call when several calls run at once
+    (a replay read as fast as possible on several inference workers); the bedside's default thread count when
+    each batch is scored alone (a paced replay, or overlap off)."""
+    if opts.speed is None and opts.overlap_inference and opts.inference_workers > 1:
+        return REPLAY_SESSION
+    return replace(REPLAY_SESSION, intra_op_threads=SessionSettings().intra_op_threads)
 
 
 def build_replay_engine(opts: ReplayOptions) -> Engine:
     """Check everything, then build the engine (raises BedsideError subclasses with the fix)."""
     config = load_alarm_config(opts.alarms)
-    bundle = load_bundle(opts.model, trust=opts.trust, session_settings=REPLAY_SESSION)
+    bundle = load_bundle(opts.model, trust=opts.trust, session_settings=opts.session_settings or replay_session(opts))
     record = open_record(opts.record, bundle.recipe)
     source = RecordSource(record, speed=opts.speed, chunk_s=opts.chunk_s)
     outbox = None

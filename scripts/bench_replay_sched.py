@@ -64,6 +64,7 @@ def parse_config(text: str, intra_op: int) -> tuple[bool, bool, int, int, int, b
 
 def replay_once(record: Path, model: Path, stream: bool, overlap: bool, max_batch: int, workers: int = 1,
                 intra_op: int | None = None, arena: bool = True) -> dict:
+    import bedside.replay as r
     from bedside.replay import ReplayOptions, build_replay_engine
     from bedside.trust import TrustSettings
 
@@ -74,7 +75,7 @@ def replay_once(record: Path, model: Path, stream: bool, overlap: bool, max_batc
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     engine = build_replay_engine(ReplayOptions(record=str(record), model=str(model), db=str(db), resume=False,
                                                max_batch=max_batch, stream_condition=stream, overlap_inference=overlap,
-                                               inference_workers=workers,
+                                               inference_workers=workers, session_settings=r.REPLAY_SESSION,
                                                trust=TrustSettings(None, allow_unsigned=True)))
     t, cpu = time.perf_counter(), time.process_time()
     summary = engine.run()
@@ -165,7 +166,8 @@ def main() -> None:
                       + " ".join(cells)
                       + f" | {non_inf:.2f}{same}")
             print("(stage cells: ms per window and share of the wall time; inference overlaps the engine's "
-                  "stages when overlap=True, infer_wait is the engine waiting for it)", flush=True)
+                  "stages when overlap=True, and is the sum over the workers' calls, so over 100 % with 2 workers; "
+                  "infer_wait is the engine waiting for it)", flush=True)
     print(f"end: {load()}")
 
 

@@ -160,3 +160,20 @@ def test_an_acknowledgement_and_a_stop_apply_where_they_would_without_overlap(ga
     assert any(cause == "acknowledge" for *_, cause, _ in plain[1])
     assert overlapped == plain
     assert plain[0] == list(range(31))
+
+
+def test_replay_threads_follow_the_schedule():
+    from bedside.bundle import REPLAY_SESSION, SessionSettings
+    from bedside.replay import replay_session
+
+    fast = ReplayOptions(record="r", model="m", db="d")  # as fast as possible: 2 workers, 1 thread per call
+    assert fast.inference_workers == 2 and replay_session(fast) == REPLAY_SESSION
+    assert REPLAY_SESSION.intra_op_threads == 1 and REPLAY_SESSION.memory_arena
+    default_threads = SessionSettings().intra_op_threads
+    for alone in (ReplayOptions(record="r", model="m", db="d", speed=60.0),  # paced: on the engine's thread
+                  ReplayOptions(record="r", model="m", db="d", overlap_inference=False),
+                  ReplayOptions(record="r", model="m", db="d", inference_workers=1)):
+        assert replay_session(alone).intra_op_threads == default_threads
+    with pytest.raises(ValueError, match="inference_workers=0"):
+        from bedside.engine import EngineSettings
+        EngineSettings(bed_id="b", inference_workers=0)

@@ -65,6 +65,7 @@ def test_tracker_stitches_overlapping_windows_without_double_beats():
 
 
 def test_library_detectors_on_record_100(mitbih_100):
+    pytest.importorskip("neurokit2")  # the test extra
     x, fs, ref, _ = mitbih_100
     for method, floor in (("gradient", 0.998), ("neurokit", 0.998), ("xqrs", 0.998)):
         seg = x if method != "xqrs" else x[: int(420 * fs)]  # XQRS is slow: 7 minutes
@@ -92,6 +93,7 @@ def test_engine_heart_rate_path_on_record_100(mitbih_100):
 def test_engine_path_finds_as_many_beats_as_bare_neurokit_on_record_100(mitbih_100):
     # the windowed, conditioned, stitched path loses no beat the library finds on the whole record: in
     # particular the last window keeps the beats near its end (no next window will see them)
+    pytest.importorskip("neurokit2")  # the test extra
     x, fs, ref, _ = mitbih_100
     bare = score_beats(ref, detect_qrs(x, fs, "neurokit"), fs)
     engine = score_beats(ref, np.round(windowed_beats(x, fs, SETTINGS)[0] * fs), fs)
@@ -110,6 +112,7 @@ def test_last_window_keeps_beats_near_its_end():
 
 
 def test_warm_up_detector_runs_each_detector():
+    pytest.importorskip("neurokit2")  # the test extra
     for method in ("gradient", "neurokit", "xqrs"):
         warm_up_detector(method)  # raises if the library or the method is missing
     with pytest.raises(ValueError, match="choices"):

@@ -77,11 +77,28 @@ def test_detect_qrs_gradient_cleans_with_the_recipes_baseline_filters():
     assert found.size == beats.size and np.max(np.abs(found - beats)) < 0.02
 
 
-def test_neurokit_detector_without_neurokit2_names_the_fix(monkeypatch):
+def test_neurokit_detector_without_neurokit2_names_the_fix(monkeypatch, tmp_path):
+    import importlib.util
     import sys
+    from importlib import resources
 
+    from bedside.alarm_config import AlarmConfigError, load_alarm_config
     from bedside.errors import BedsideError
 
     monkeypatch.setitem(sys.modules, "neurokit2", None)  # as on a runtime install without the extra
     with pytest.raises(BedsideError, match=r'neurokit.*extra.*detector = "gradient"'):
         detect_qrs(np.zeros(1000), 100.0, "neurokit")
+    # and a settings file that asks for it is refused when it is loaded, before the monitor reports ready
+    toml = resources.files("bedside").joinpath("alarms.toml").read_text()
+    assert 'detector = "gradient"' in toml
+    settings = tmp_path / "alarms.toml"
+    settings.write_text(toml.replace('detector = "gradient"', 'detector = "neurokit"'))
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "neurokit2" else real_find_spec(name, *a))
+    with pytest.raises(AlarmConfigError, match=r"detector.*NeuroKit2 is not installed.*neurokit. extra"):
+        load_alarm_config(settings)
+
+
+def test_detect_qrs_on_an_empty_signal_finds_nothing():
+    assert detect_qrs(np.zeros(0), 360.0, "gradient").size == 0

@@ -42,6 +42,7 @@ def _loaded_after(code: str, heavy: tuple[str, ...] = HEAVY) -> list[str]:
         f"set({list(heavy)!r})))))\n" + code
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr  # a probe that fails proves nothing
     line = next((x for x in result.stdout.splitlines() if x.startswith("LOADED ")), None)
     assert line is not None, result.stdout + result.stderr
     return json.loads(line.removeprefix("LOADED "))
