@@ -167,41 +167,50 @@ def sqlite_table_names(path: Path) -> set[str]:
         conn.close()
 
 
-def check_log_path(path: Path) -> bool:
-    """True if ``path`` is a bedside log, False if it does not exist yet (or is an empty file).
-
-    Raises :class:`StoreError`, having changed nothing, for anything else: a directory, device or FIFO,
-    a file that is not SQLite, or another application's SQLite database. The check reads the file's
-    16-byte header and its schema through an ``immutable`` connection (no lock, no -wal/-shm file).
-    """
-    fix = "Pass --db a new file name or a log that `bedside replay` or `bedside monitor` wrote."
+def existing_sqlite_tables(path: Path, kind: str, fix: str, error: type[Exception]) -> set[str] | None:
+    """The table names of the SQLite file ``path`` (a ``kind``: "alarm log", "central.db"), or None when it
+    does not exist yet or is empty. Raises ``error`` naming the path and ``fix``, having changed nothing, for
+    anything else: a directory, device or FIFO, a file that is not SQLite or cannot be read. Reads the 16-byte
+    header and the schema through an ``immutable`` connection (no lock, no -wal/-shm file)."""
     try:
         st = path.stat()
     except FileNotFoundError:
-        return False
+        return None
     except OSError as exc:
-        raise StoreError(f"{path}: cannot check the alarm log: {exc}. {fix}") from exc
+        raise error(f"{path}: cannot check the {kind}: {exc}. {fix}") from exc
     if not stat.S_ISREG(st.st_mode):
         what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file (a device, FIFO or socket)"
-        raise StoreError(f"{path}: is {what}, not an alarm log; nothing was changed. {fix}")
+        raise error(f"{path}: is {what}, not a {kind}; nothing was changed. {fix}")
     if st.st_size == 0:
-        return False
+        return None
     try:
         with open(path, "rb") as f:
             head = f.read(len(SQLITE_MAGIC))
     except OSError as exc:
-        raise StoreError(f"{path}: cannot read the alarm log: {exc}. {fix}") from exc
+        raise error(f"{path}: cannot read the {kind}: {exc}. {fix}") from exc
     if head != SQLITE_MAGIC:
-        raise StoreError(f"{path}: is not an SQLite database (another kind of file); nothing was changed. {fix}")
+        raise error(f"{path}: is not an SQLite database (another kind of file); nothing was changed. {fix}")
     try:
-        tables = sqlite_table_names(path)
+        return sqlite_table_names(path)
     except sqlite3.Error as exc:
-        raise StoreError(f"{path}: is not a readable SQLite database ({exc}); nothing was changed. {fix}") from exc
-    if tables and not BEDSIDE_TABLES <= tables:
+        raise error(f"{path}: is not a readable SQLite database ({exc}); nothing was changed. {fix}") from exc
+
+
+def check_log_path(path: Path) -> bool:
+    """True if ``path`` is a bedside log, False if it does not exist yet (or is an empty file).
+
+    Raises :class:`StoreError`, having changed nothing, for anything else: a directory, device or FIFO,
+    a file that is not SQLite, or another application's SQLite database (:func:`existing_sqlite_tables`).
+    """
+    fix = "Pass --db a new file name or a log that `bedside replay` or `bedside monitor` wrote."
+    tables = existing_sqlite_tables(path, "alarm log", fix, StoreError)
+    if not tables:
+        return False
+    if not BEDSIDE_TABLES <= tables:
         shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
         raise StoreError(f"{path}: is another application's SQLite database (tables {shown}), not a bedside "
                          f"alarm log; nothing was changed. {fix}")
-    return bool(tables)
+    return True
 
 
 class Store:

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench_replay import BENCH, FS, make_record, resolve_model  # noqa: E402  (scripts/bench_replay.py)
+from bench_replay import BENCH, make_record, resolve_model  # noqa: E402  (scripts/bench_replay.py)
 from cpu_flags import cpu_line  # noqa: E402  (scripts/cpu_flags.py)
 
 #: stages on the engine's thread (its wall time); inference runs on the worker when overlapped
@@ -42,15 +42,13 @@ def load() -> str:
     return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def set_intra_op(threads: int, arena: bool = True) -> None:
-    """onnxruntime intra-op threads and memory arena of the replay sessions created from now on (bedside.replay's
-    REPLAY_SESSION)."""
+def session(threads: int, arena: bool = True):
+    """bedside.bundle.REPLAY_SESSION with ``threads`` onnxruntime intra-op threads and the arena on or off."""
     from dataclasses import replace
 
-    import bedside.bundle as b
-    import bedside.replay as r
+    from bedside.bundle import REPLAY_SESSION
 
-    r.REPLAY_SESSION = replace(b.REPLAY_SESSION, intra_op_threads=threads, memory_arena=arena)
+    return replace(REPLAY_SESSION, intra_op_threads=threads, memory_arena=arena)
 
 
 def parse_config(text: str, intra_op: int) -> tuple[bool, bool, int, int, int, bool]:
@@ -62,20 +60,17 @@ def parse_config(text: str, intra_op: int) -> tuple[bool, bool, int, int, int, b
     return (m[1] == "t", m[2] == "t", int(m[3]), int(m[4] or 1), int(m[5] or intra_op), m[6] != "0")
 
 
-def replay_once(record: Path, model: Path, stream: bool, overlap: bool, max_batch: int, workers: int = 1,
-                intra_op: int | None = None, arena: bool = True) -> dict:
-    import bedside.replay as r
+def replay_once(record: Path, model: Path, stream: bool, overlap: bool, max_batch: int, workers: int,
+                intra_op: int, arena: bool) -> dict:
     from bedside.replay import ReplayOptions, build_replay_engine
     from bedside.trust import TrustSettings
 
-    if intra_op is not None:
-        set_intra_op(intra_op, arena)
     db = BENCH / "sched.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     engine = build_replay_engine(ReplayOptions(record=str(record), model=str(model), db=str(db), resume=False,
                                                max_batch=max_batch, stream_condition=stream, overlap_inference=overlap,
-                                               inference_workers=workers, session_settings=r.REPLAY_SESSION,
+                                               inference_workers=workers, session_settings=session(intra_op, arena),
                                                trust=TrustSettings(None, allow_unsigned=True)))
     t, cpu = time.perf_counter(), time.process_time()
     summary = engine.run()
@@ -86,22 +81,21 @@ def replay_once(record: Path, model: Path, stream: bool, overlap: bool, max_batc
                 signal_s=summary.signal_s)
 
 
-def inference_only(model: Path, record: Path, max_batch: int, n_windows: int = 256) -> float:
-    """ms per window of Bundle.predict alone on conditioned windows of the record, batches of max_batch."""
+def inference_only(model: Path, record: Path, max_batch: int, threads: int, n_windows: int = 256) -> float:
+    """ms per window of Bundle.predict alone (``threads`` intra-op threads) on conditioned windows of the record,
+    batches of max_batch."""
     from bedside.bundle import load_bundle
     from bedside.preprocess import input_samples_for_window, preprocess_window
     from bedside.records import open_record
     from bedside.trust import TrustSettings
 
-    import bedside.replay as r
-
-    bundle = load_bundle(model, trust=TrustSettings(None, allow_unsigned=True), session_settings=r.REPLAY_SESSION)
+    bundle = load_bundle(model, trust=TrustSettings(None, allow_unsigned=True), session_settings=session(threads))
     rec = open_record(record, bundle.recipe)
     need, hop = input_samples_for_window(rec.fs_hz, bundle.recipe), int(5 * rec.fs_hz)
     x = np.stack([preprocess_window(rec.read(k * hop, k * hop + need), rec.fs_hz, bundle.recipe)
                   for k in range(max_batch)])
     bundle.predict(x)  # warm-up
-    assert bundle.session.get_session_options().intra_op_num_threads == r.REPLAY_SESSION.intra_op_threads
+    assert bundle.session.get_session_options().intra_op_num_threads == threads
     t = time.perf_counter()
     for _ in range(n_windows // max_batch):
         bundle.predict(x)
@@ -126,7 +120,6 @@ def main() -> None:
     for name in args.model:
         model = resolve_model(name)
         for threads in [int(t) for t in args.intra_op.split(",")]:
-            set_intra_op(threads)
             configs = [(False, False, 16, 1, threads, True), (True, False, 16, 1, threads, True),
                        (False, True, 16, 1, threads, True)]
             configs += [(True, True, b, 1, threads, True) for b in batches]
@@ -143,8 +136,7 @@ def main() -> None:
                     if cfg not in best or out["wall"] < best[cfg]["wall"]:
                         best[cfg] = out
             ref = best[configs[0]]
-            set_intra_op(threads)
-            infer_ms = {b: inference_only(model, record, b) for b in sorted({16, *batches})}
+            infer_ms = {b: inference_only(model, record, b, threads) for b in sorted({16, *batches})}
             print(f"\n== {name} ({model.name}), intra-op threads {threads} (unless a row says), {ref['windows']} windows "
                   f"({ref['scored']} scored) of a {args.hours} h record, fastest of {args.rounds} rounds; {load()}")
             print("inference alone (Bundle.predict, same run): "

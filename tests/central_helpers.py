@@ -6,7 +6,6 @@ import asyncio
 import sqlite3
 import ssl
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 from bedside.central.server import CentralServer, CentralSettings
 from bedside.hl7 import messages, mllp
 from bedside.hl7.model import AlarmReport, Envelope, ObservationReport
+from tests.engine_helpers import wait_until
 
 T0 = 1_760_000_000.0
 LABELS = ("edema", "pleural_effusion", "cardiomegaly")
@@ -160,12 +160,7 @@ class ServerThread:
             self._thread.join(20)
 
     def wait_for(self, predicate: Any, timeout_s: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.02)
-        return predicate()
+        return wait_until(predicate, timeout_s)
 
 
 def ward_scene(db_path: Any, n_beds: int = 10) -> float:

@@ -1,5 +1,5 @@
-"""Shared fixtures: the real recordings in ../shared/data (skipped when absent), and the tests' signing key,
-trusted by every test (tests/bundles.fixture_signing_key)."""
+"""Shared fixtures: the real recordings in ../shared/data (skipped when absent), the engine tests' polarity
+bundle and step record, and the tests' signing key, trusted by every test (tests/bundles.fixture_signing_key)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,22 @@ def records_dir() -> Path:
     if not (RECORDS / "s0010_re.hea").is_file():
         pytest.skip(f"real recordings not found at {RECORDS} (see ../shared/data/README.md)")
     return RECORDS
+
+
+@pytest.fixture(scope="module")
+def bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A signed bundle whose edema 'risk' is lead I inverted (tests/engine_helpers.polarity_bundle)."""
+    from tests.engine_helpers import polarity_bundle
+
+    return polarity_bundle(tmp_path_factory.mktemp("bundle") / "polarity.onnx")
+
+
+@pytest.fixture(scope="module")
+def step_record(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 minutes at 500 Hz; lead I inverted (the edema 'risk') from 60 s to 120 s."""
+    from tests.engine_helpers import write_step_record
+
+    return write_step_record(tmp_path_factory.mktemp("rec"))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +134,13 @@ class FeedSource:
 def write_step_record(folder: Path) -> Path:
     """3 minutes at 500 Hz written under ``folder``; lead I inverted (the edema 'risk') from 60 s to 120 s."""
     return write_record(folder, "step", flip_lead_i(synthetic_ecg(180, 500.0, seed=5), 500.0, [(60, 120)]), 500.0)
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 30.0, step_s: float = 0.02) -> bool:
+    """Poll ``predicate`` every ``step_s`` until it holds or ``timeout_s`` passed; its last value."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step_s)
+    return predicate()

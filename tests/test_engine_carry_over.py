@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import sqlite3
 
-import numpy as np
 import pytest
 
 from bedside.alarm_config import load_alarm_config
 from bedside.bundle import load_bundle
 from bedside.engine import Engine, EngineSettings
-from bedside.events import AlarmChange, AlarmState
+from bedside.events import AlarmState
 from bedside.store import Store
 from tests.engine_helpers import FeedSource, flip_lead_i, polarity_bundle, synthetic_ecg
 

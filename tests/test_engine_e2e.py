@@ -10,10 +10,8 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pytest
 
 from bedside.alarm_config import load_alarm_config
 from bedside.bundle import load_bundle
@@ -24,25 +22,15 @@ from bedside.store import Store
 from devices.protocols import get_protocol
 from devices.simulator import Board, Simulator
 from devices.sources import record_signal, synthetic_signal
-from tests.engine_helpers import flip_lead_i, polarity_bundle, synthetic_ecg, write_record
+from tests.engine_helpers import flip_lead_i, synthetic_ecg, wait_until, write_record
 
 ROOT = Path(__file__).resolve().parents[1]
 LEADS = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
 A = AlarmState
 
 
-def wait_for(predicate, timeout_s: float, step_s: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step_s)
-    return predicate()
-
-
-@pytest.fixture(scope="module")
-def bundle_path(tmp_path_factory):
-    return polarity_bundle(tmp_path_factory.mktemp("bundle") / "polarity.onnx")
+def wait_for(predicate, timeout_s: float) -> bool:
+    return wait_until(predicate, timeout_s, step_s=0.1)
 
 
 def test_packet_loss_and_lead_off_over_a_real_port(tmp_path, bundle_path):

@@ -13,18 +13,13 @@ from bedside.analysis import WindowAnalyser
 from bedside.events import WindowResult
 from bedside.replay import ReplayOptions, build_replay_engine
 from bedside.stream_condition import StreamConditioner
-from tests.engine_helpers import flip_lead_i, polarity_bundle, synthetic_ecg, write_record
+from tests.engine_helpers import flip_lead_i, synthetic_ecg, write_record
 
 #: (stream_condition, overlap_inference, max_batch, inference_workers); the first is the reference (the plain
 #: per-window path). Batches of 3 on 2 workers keep two batches in flight whose results must still go through
 #: the alarms in window order.
 SCHEDULES = [(False, False, 16, 1), (True, False, 16, 1), (False, True, 16, 1), (True, True, 16, 1), (True, True, 3, 1),
              (True, True, 3, 2)]
-
-
-@pytest.fixture(scope="module")
-def bundle_path(tmp_path_factory):
-    return polarity_bundle(tmp_path_factory.mktemp("b") / "polarity.onnx")
 
 
 @pytest.fixture(scope="module")

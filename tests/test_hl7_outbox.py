@@ -20,7 +20,8 @@ from bedside.hl7.outbox import Outbox, outbox_stats
 from bedside.hl7.settings import OutboxSettings
 from bedside.store import Store, StoreError
 from tests.engine_helpers import flip_lead_i, polarity_bundle, synthetic_ecg, write_record
-from tests.test_hl7_sender import AckServer, msh, wait_until
+from tests.engine_helpers import wait_until
+from tests.test_hl7_sender import AckServer, msh
 
 REPO = Path(__file__).resolve().parents[1]
 

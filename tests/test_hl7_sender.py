@@ -22,7 +22,7 @@ from bedside.hl7.sender import Sender, SenderSettings
 from bedside.hl7.settings import Hl7Settings, OutboxSettings
 from bedside.replay import ReplayOptions, build_replay_engine
 from bedside.store import Store
-from tests.engine_helpers import polarity_bundle, write_step_record
+from tests.engine_helpers import wait_until
 
 Policy = Callable[[str, int], "str | None"]  # (message, times this control ID was seen) -> AA/AE/AR, None: hang up
 
@@ -108,24 +108,6 @@ def central():
     server.close()
 
 
-@pytest.fixture(scope="module")
-def bundle_path(tmp_path_factory):
-    return polarity_bundle(tmp_path_factory.mktemp("b") / "polarity.onnx")
-
-
-@pytest.fixture(scope="module")
-def step_record(tmp_path_factory):
-    """3 minutes at 500 Hz; lead I inverted (the edema 'risk') from 60 s to 120 s."""
-    return write_step_record(tmp_path_factory.mktemp("rec"))
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def outbox_rows(db: Path) -> list[tuple[int, str, str]]:

@@ -11,7 +11,8 @@ from bedside.central.server import CentralSettings, TlsSettings
 from bedside.hl7.sender import Sender, SenderSettings, client_ssl_context
 from bedside.hl7.settings import Hl7Settings, Hl7TlsSettings, with_tls
 from central_helpers import ServerThread, make_pki, rows
-from tests.test_hl7_sender import fill_outbox, outbox_rows, wait_until
+from tests.engine_helpers import wait_until
+from tests.test_hl7_sender import fill_outbox, outbox_rows
 
 
 @pytest.fixture

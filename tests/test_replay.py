@@ -14,20 +14,9 @@ from bedside.cli import main
 from bedside.events import AlarmState
 from bedside.records import EcgRecord
 from bedside.replay import ReplayOptions, build_replay_engine
-from tests.engine_helpers import polarity_bundle, synthetic_ecg, write_record, write_step_record
+from tests.engine_helpers import synthetic_ecg, write_record
 
 A = AlarmState
-
-
-@pytest.fixture(scope="module")
-def bundle_path(tmp_path_factory):
-    return polarity_bundle(tmp_path_factory.mktemp("b") / "polarity.onnx")
-
-
-@pytest.fixture(scope="module")
-def step_record(tmp_path_factory):
-    """3 minutes at 500 Hz; lead I inverted (the 'risk') from 60 s to 120 s."""
-    return write_step_record(tmp_path_factory.mktemp("rec"))
 
 
 def replay(*args: str):

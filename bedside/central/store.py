@@ -34,7 +34,7 @@ from sqlite_utils import Database, Migrations
 
 from bedside.errors import BedsideError
 from bedside.hl7.model import AlarmReport, Envelope, ObservationReport
-from bedside.store import (BUSY_TIMEOUT_S, SQLITE_MAGIC, create_private_file, readonly_uri, sqlite_table_names, utc,
+from bedside.store import (BUSY_TIMEOUT_S, create_private_file, existing_sqlite_tables, readonly_uri, utc,
                            write_transaction)
 
 MIGRATIONS = Migrations("central")
@@ -134,17 +134,7 @@ def check_central_path(path: Path) -> None:
     """Raise :class:`CentralStoreError`, having changed nothing, when ``path`` exists and is not a central.db
     (another kind of file, a bed's log, another application's database)."""
     fix = "Pass --db a new file name or a central.db that `bedside central` wrote."
-    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
-        return
-    if not path.is_file():
-        raise CentralStoreError(f"{path}: is not a regular file; nothing was changed. {fix}")
-    with open(path, "rb") as f:
-        if f.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
-            raise CentralStoreError(f"{path}: is not an SQLite database; nothing was changed. {fix}")
-    try:
-        tables = sqlite_table_names(path)
-    except sqlite3.Error as exc:
-        raise CentralStoreError(f"{path}: is not a readable SQLite database ({exc}); nothing was changed. {fix}") from exc
+    tables = existing_sqlite_tables(path, "central.db", fix, CentralStoreError)
     if tables and not CENTRAL_TABLES <= tables:
         what = "a bed's alarm log" if "sessions" in tables else "another application's database"
         raise CentralStoreError(f"{path}: is {what}, not a central.db; nothing was changed. {fix}")
