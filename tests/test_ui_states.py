@@ -65,6 +65,10 @@ async def test_engine_refusal_shows_a_dialog_with_the_full_reason(tmp_path: Path
             if isinstance(app.screen, FailureDialog):
                 break
         assert isinstance(app.screen, FailureDialog)
+        for _ in range(40):  # the dialog is pushed before the compositor has drawn it
+            if screen_text(app):
+                break
+            await pilot.pause(0.05)
         reason = str(app.screen.query_one("#failure-reason").render())
         # the whole reason, not a truncated banner: the value, the file line and what to do
         assert reason.startswith("RecordError: record s0099: sampling frequency '0'") and "Correct the header" in reason
